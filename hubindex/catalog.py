@@ -1,0 +1,413 @@
+"""The DuckDB catalog: connection, migrations, checkpoint upserts, run bookkeeping, read-only SQL.
+
+All times are stored as UTC in TIMESTAMP columns.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import duckdb
+
+from hubindex.errors import CatalogBusyError, HubindexError, QueryError
+from hubindex.migrations import LATEST_VERSION, MIGRATIONS
+from hubindex.types import CheckpointRecord
+
+CATALOG_FILENAME = "catalog.duckdb"
+DEFAULT_ROW_CAP = 1000
+DEFAULT_TIMEOUT_S = 30.0
+# Statement types a user query may have: reading, and explaining how a read would run.
+READ_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+
+
+def utcnow() -> datetime:
+    """Now, as a naive UTC datetime (the catalog's convention)."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+    try:
+        return duckdb.connect(str(path), read_only=read_only)
+    except duckdb.IOException as exc:
+        text = str(exc)
+        if "lock" in text.lower():
+            raise CatalogBusyError(
+                f"catalog {path} is being written by another process; retry when it finishes "
+                f"({text.splitlines()[0]})"
+            ) from None
+        raise HubindexError(f"cannot open catalog {path}: {text.splitlines()[0]}") from None
+    except duckdb.Error as exc:
+        raise HubindexError(
+            f"cannot open catalog {path}: {str(exc).splitlines()[0]} "
+            "(is it a hubindex DuckDB file?)"
+        ) from None
+
+
+def _prepare(conn: duckdb.DuckDBPyConnection) -> None:
+    from hubindex.plugins import pm
+
+    pm.hook.prepare_catalog(conn=conn)
+
+
+@dataclass
+class UpsertResult:
+    added: list[str]
+    changed: list[str]
+    unchanged: list[str]
+
+
+class Catalog:
+    """A hubindex catalog file. Open for writing with `Catalog(path)`, for reading with read_only."""
+
+    def __init__(self, path: Path | str, read_only: bool = False) -> None:
+        self.path = Path(path)
+        self.read_only = read_only
+        if read_only:
+            if not self.path.exists():
+                raise HubindexError(
+                    f"no catalog at {self.path}; build one with `hubindex crawl ...` "
+                    "or choose another index with --index DIR"
+                )
+            self.conn = _connect(self.path, read_only=True)
+            self._check_version()
+        else:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise HubindexError(f"cannot create index folder {self.path.parent}: {exc.strerror}") from None
+            self.conn = _connect(self.path, read_only=False)
+            self.migrate()
+        self._columns: dict[str, str] | None = None
+        _prepare(self.conn)
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def schema_version(self) -> int:
+        exists = self.conn.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_migrations'"
+        ).fetchone()[0]
+        if not exists:
+            return 0
+        return self.conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0]
+
+    def _check_version(self) -> int:
+        version = self.schema_version()
+        if version > LATEST_VERSION:
+            raise HubindexError(
+                f"catalog {self.path} has schema version {version}, newer than this hubindex "
+                f"understands ({LATEST_VERSION}); upgrade hubindex"
+            )
+        return version
+
+    def migrate(self) -> list[int]:
+        """Apply pending migrations, each in its own transaction; return the versions applied."""
+        self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)"
+        )
+        current = self._check_version()
+        applied = []
+        for migration in MIGRATIONS:
+            if migration.version <= current:
+                continue
+            with self.transaction():
+                self.conn.execute(migration.sql)
+                self.conn.execute(
+                    "INSERT INTO schema_migrations VALUES (?, ?, ?)",
+                    [migration.version, migration.name, utcnow()],
+                )
+            applied.append(migration.version)
+        return applied
+
+    def transaction(self) -> _Transaction:
+        return _Transaction(self.conn)
+
+    # ---------------------------------------------------------------- checkpoints
+
+    def checkpoint_columns(self) -> dict[str, str]:
+        """{column: DuckDB type} of the checkpoints table."""
+        if self._columns is None:
+            rows = self.conn.execute(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_name = 'checkpoints' ORDER BY ordinal_position"
+            ).fetchall()
+            self._columns = dict(rows)
+        return self._columns
+
+    def stored_values(self, column: str, where: str = "true", params: Sequence[Any] = ()) -> dict[str, Any]:
+        """{checkpoint_id: column value} for the checkpoints matching a trusted condition."""
+        if column not in self.checkpoint_columns():
+            raise ValueError(f"unknown checkpoints column {column!r}")
+        rows = self.conn.execute(
+            f"SELECT checkpoint_id, {column} FROM checkpoints WHERE {where}", list(params)
+        ).fetchall()
+        return dict(rows)
+
+    def upsert_checkpoints(
+        self,
+        records: Sequence[CheckpointRecord],
+        source: str,
+        owned_columns: Iterable[str],
+        now: datetime | None = None,
+    ) -> UpsertResult:
+        """Insert or update checkpoints; owned columns overwrite, the others only fill gaps.
+
+        Runs inside the caller's transaction if there is one. A record whose sha differs from the
+        stored one counts as changed.
+        """
+        if not records:
+            return UpsertResult([], [], [])
+        now = now or utcnow()
+        types = self.checkpoint_columns()
+        by_id: dict[str, CheckpointRecord] = {}
+        for record in records:  # the last record of an id wins within one batch
+            unknown = set(record.columns) - set(types)
+            if unknown:
+                raise ValueError(f"{record.checkpoint_id}: unknown catalog columns {sorted(unknown)}")
+            by_id[record.checkpoint_id] = record
+        ids = list(by_id)
+        stored_sha = dict(
+            self.conn.execute(
+                "SELECT checkpoint_id, sha FROM checkpoints WHERE list_contains(?, checkpoint_id)", [ids]
+            ).fetchall()
+        )
+        result = UpsertResult([], [], [])
+        for cid, record in by_id.items():
+            new_sha = record.columns.get("sha")
+            if cid not in stored_sha:
+                result.added.append(cid)
+            elif new_sha is not None and new_sha != stored_sha[cid]:
+                result.changed.append(cid)
+            else:
+                result.unchanged.append(cid)
+
+        columns = ["checkpoint_id", "source", "first_seen_at", "crawled_at"]
+        columns += sorted({c for r in by_id.values() for c in r.columns} - set(columns))
+        rows = []
+        for cid, record in by_id.items():
+            row = {"checkpoint_id": cid, "source": source, "first_seen_at": now, "crawled_at": now}
+            for column in columns[4:]:
+                row[column] = _to_arrow_value(record.columns.get(column), types[column])
+            rows.append(row)
+        import pyarrow as pa  # a dependency of datasets; DuckDB scans Arrow tables without copies
+
+        batch = pa.Table.from_pylist(rows)  # noqa: F841 - read by DuckDB's replacement scan
+        select = ", ".join(_cast_expression(c, types[c]) for c in columns)
+        owned = set(owned_columns)
+        updates = ["crawled_at = excluded.crawled_at"]
+        for column in columns[4:]:
+            if column in owned:
+                updates.append(f"{column} = excluded.{column}")
+            else:
+                updates.append(f"{column} = coalesce(checkpoints.{column}, excluded.{column})")
+        self.conn.execute(
+            f"INSERT INTO checkpoints ({', '.join(columns)}) SELECT {select} FROM batch "
+            f"ON CONFLICT (checkpoint_id) DO UPDATE SET {', '.join(updates)}"
+        )
+        return result
+
+    def checkpoint(self, checkpoint_id: str) -> dict[str, Any] | None:
+        """One checkpoint row as a dict, or None."""
+        cur = self.conn.execute("SELECT * FROM checkpoints WHERE checkpoint_id = ?", [checkpoint_id])
+        row = cur.fetchone()
+        if row is None:
+            return None
+        return dict(zip([d[0] for d in cur.description], row))
+
+    # ---------------------------------------------------------------- runs and failures
+
+    def start_crawl_run(self, crawler: str, version: str, params: dict[str, Any], query_key: str) -> tuple[int, int | None]:
+        """Record a new crawl run; return (run_id, id of the interrupted run it resumes or None)."""
+        with self.transaction():
+            # A run still marked 'running' died without finishing: nobody else can be writing,
+            # since DuckDB gives this process the only write lock on the file.
+            self.conn.execute(
+                "UPDATE crawl_runs SET status = 'interrupted' WHERE status = 'running'"
+            )
+            previous = self.conn.execute(
+                "SELECT run_id, status FROM crawl_runs WHERE query_key = ? "
+                "ORDER BY run_id DESC LIMIT 1",
+                [query_key],
+            ).fetchone()
+            resumed_from = previous[0] if previous and previous[1] in ("interrupted", "failed") else None
+            run_id = self.conn.execute(
+                "INSERT INTO crawl_runs (crawler, crawler_version, params, query_key, status, "
+                "started_at, resumed_from) VALUES (?, ?, ?, ?, 'running', ?, ?) RETURNING run_id",
+                [crawler, version, json.dumps(params, default=str), query_key, utcnow(), resumed_from],
+            ).fetchone()[0]
+        return run_id, resumed_from
+
+    def last_completed_watermark(self, query_key: str) -> datetime | None:
+        """Newest last_modified seen by the last completed run of the same query."""
+        row = self.conn.execute(
+            "SELECT watermark FROM crawl_runs WHERE query_key = ? AND status = 'completed' "
+            "ORDER BY run_id DESC LIMIT 1",
+            [query_key],
+        ).fetchone()
+        return row[0] if row else None
+
+    def add_run_counts(self, run_id: int, **counts: int) -> None:
+        sets = ", ".join(f"{name} = {name} + ?" for name in counts)
+        self.conn.execute(f"UPDATE crawl_runs SET {sets} WHERE run_id = ?", [*counts.values(), run_id])
+
+    def set_watermark(self, run_id: int, watermark: datetime | None) -> None:
+        if watermark is not None:
+            self.conn.execute(
+                "UPDATE crawl_runs SET watermark = greatest(coalesce(watermark, ?), ?) WHERE run_id = ?",
+                [watermark, watermark, run_id],
+            )
+
+    def finish_crawl_run(self, run_id: int, status: str, error: str | None = None) -> None:
+        self.conn.execute(
+            "UPDATE crawl_runs SET status = ?, finished_at = ?, error = ? WHERE run_id = ?",
+            [status, utcnow(), error, run_id],
+        )
+
+    def crawl_run(self, run_id: int) -> dict[str, Any]:
+        cur = self.conn.execute("SELECT * FROM crawl_runs WHERE run_id = ?", [run_id])
+        return dict(zip([d[0] for d in cur.description], cur.fetchone()))
+
+    def record_failure(self, run_id: int | None, stage: str, subject: str, kind: str, message: str) -> None:
+        """Record a failure; an open failure of the same subject, stage and kind is updated instead."""
+        updated = self.conn.execute(
+            "UPDATE failures SET run_id = ?, message = ?, occurred_at = ? "
+            "WHERE subject = ? AND stage = ? AND kind = ? AND resolved_at IS NULL RETURNING failure_id",
+            [run_id, message, utcnow(), subject, stage, kind],
+        ).fetchall()
+        if not updated:
+            self.conn.execute(
+                "INSERT INTO failures (run_id, stage, subject, kind, message, occurred_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [run_id, stage, subject, kind, message, utcnow()],
+            )
+
+    def resolve_failures(self, stage: str, subjects: Sequence[str]) -> None:
+        """Mark open failures of these subjects resolved (a later run succeeded on them)."""
+        if subjects:
+            self.conn.execute(
+                "UPDATE failures SET resolved_at = ? WHERE stage = ? AND resolved_at IS NULL "
+                "AND list_contains(?, subject)",
+                [utcnow(), stage, list(subjects)],
+            )
+
+
+class _Transaction:
+    """BEGIN/COMMIT around a block; ROLLBACK if it raises. Nested use joins the outer one."""
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection) -> None:
+        self.conn = conn
+        self.owner = False
+
+    def __enter__(self) -> None:
+        try:
+            self.conn.execute("BEGIN TRANSACTION")
+            self.owner = True
+        except duckdb.TransactionException:
+            self.owner = False  # already inside one
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if not self.owner:
+            return
+        if exc_type is None:
+            self.conn.execute("COMMIT")
+        else:
+            self.conn.execute("ROLLBACK")
+
+
+def _to_arrow_value(value: Any, column_type: str) -> Any:
+    if value is None:
+        return None
+    if column_type.startswith("MAP("):
+        return [{"key": k, "value": v} for k, v in value.items()]
+    if column_type == "JSON":
+        return json.dumps(value, sort_keys=True, default=str)
+    return value
+
+
+def _cast_expression(column: str, column_type: str) -> str:
+    # Arrow infers types from the values (and gives `null` to all-NULL columns); cast to the
+    # catalog's declared type so every batch lands the same way.
+    if column_type.startswith("MAP(") and column_type.endswith(")"):
+        key, value = column_type[4:-1].split(",", 1)
+        return f"map_from_entries(CAST({column} AS STRUCT(key {key}, value {value.strip()})[]))"
+    return f"CAST({column} AS {column_type})"
+
+
+# ------------------------------------------------------------------------------------ user SQL
+
+
+@dataclass
+class QueryResult:
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+    truncated: bool
+
+
+def run_readonly_query(
+    path: Path,
+    sql: str,
+    params: dict[str, str] | None = None,
+    row_cap: int = DEFAULT_ROW_CAP,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> QueryResult:
+    """Run one user SELECT on a read-only connection with no file or network access.
+
+    Three fences: the file is opened read-only, the statement must be a single SELECT/EXPLAIN,
+    and external access (ATTACH, COPY, read_csv, INSTALL/LOAD) is disabled and locked.
+    """
+    catalog = Catalog(path, read_only=True)
+    conn = catalog.conn
+    try:
+        for setting in (
+            "SET enable_external_access = false",
+            "SET autoinstall_known_extensions = false",
+            "SET autoload_known_extensions = false",
+            "SET lock_configuration = true",
+        ):
+            conn.execute(setting)
+        try:
+            statements = conn.extract_statements(sql)
+        except duckdb.Error as exc:
+            raise QueryError(f"invalid SQL: {_first_line(exc)}") from None
+        if len(statements) != 1:
+            raise QueryError(f"expected exactly one SQL statement, got {len(statements)}")
+        if statements[0].type not in READ_STATEMENTS:
+            kind = statements[0].type.name
+            raise QueryError(f"only read-only SELECT queries are allowed (got a {kind} statement)")
+
+        timer = threading.Timer(timeout_s, conn.interrupt)
+        timer.start()
+        try:
+            cursor = conn.execute(sql, params or None)
+            columns = [d[0] for d in cursor.description] if cursor.description else []
+            rows = cursor.fetchmany(row_cap + 1)
+        except duckdb.InterruptException:
+            raise QueryError(
+                f"query stopped after the {timeout_s:g} s time limit (raise it with --timeout)"
+            ) from None
+        except duckdb.Error as exc:
+            raise QueryError(_first_line(exc)) from None
+        finally:
+            timer.cancel()
+        return QueryResult(columns, rows[:row_cap], truncated=len(rows) > row_cap)
+    finally:
+        catalog.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

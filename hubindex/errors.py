@@ -1,0 +1,25 @@
+"""Errors that the command line reports as one line (`hubindex: error: ...`) and exit code."""
+
+from __future__ import annotations
+
+
+class HubindexError(Exception):
+    """A problem the user can act on. The message names the thing and what to do."""
+
+    exit_code = 1
+
+
+class UsageError(HubindexError):
+    """Bad arguments: an unknown name, a malformed id, an option out of range."""
+
+    exit_code = 2
+
+
+class CatalogBusyError(HubindexError):
+    """Another process holds the catalog for writing."""
+
+    exit_code = 3
+
+
+class QueryError(HubindexError):
+    """User SQL that is invalid, not read-only, too slow or too large."""

@@ -1,0 +1,104 @@
+"""The catalog schema, as numbered migrations applied in order and recorded in `schema_migrations`.
+
+Never edit a migration that has shipped: add a new one. Each runs in its own transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "checkpoints, crawl runs and failures",
+        """
+        CREATE SEQUENCE crawl_run_ids START 1;
+        CREATE SEQUENCE failure_ids START 1;
+
+        CREATE TABLE checkpoints (
+            checkpoint_id   VARCHAR PRIMARY KEY,   -- 'hf:org/name', 'timm:arch.tag', 'local:/abs/path'
+            source          VARCHAR NOT NULL,      -- the crawler that first indexed it
+            repo_id         VARCHAR,               -- hub repo id, timm name or folder name
+            sha             VARCHAR,               -- current commit (hub) or content hash (local)
+            metadata_sha    VARCHAR,               -- sha at which full metadata was last fetched
+            last_modified   TIMESTAMP,
+            created_at      TIMESTAMP,
+            first_seen_at   TIMESTAMP NOT NULL,
+            crawled_at      TIMESTAMP NOT NULL,  -- last time any crawler saw it
+            author          VARCHAR,
+            private         BOOLEAN,
+            gated           BOOLEAN,
+            gated_mode      VARCHAR,               -- 'auto' or 'manual' when gated
+            disabled        BOOLEAN,
+            pipeline_tag    VARCHAR,
+            library_name    VARCHAR,
+            model_type      VARCHAR,
+            architectures   VARCHAR[],
+            tags            VARCHAR[],
+            license         VARCHAR,
+            datasets        VARCHAR[],
+            arxiv_ids       VARCHAR[],
+            base_models     VARCHAR[],
+            params_total    BIGINT,
+            params_by_dtype MAP(VARCHAR, BIGINT),
+            weight_files    STRUCT(name VARCHAR, size BIGINT, sha256 VARCHAR)[],
+            eval_results    STRUCT(task VARCHAR, dataset VARCHAR, split VARCHAR,
+                                   metric VARCHAR, value DOUBLE)[],
+            downloads       BIGINT,                -- last 30 days, as the Hub counts them
+            likes           BIGINT,
+            in1k_top1       DOUBLE,                -- ImageNet-1k validation accuracy, percent
+            in1k_top5       DOUBLE,
+            in1k_img_size   INTEGER,               -- image size of that evaluation
+            upstream_data   VARCHAR,               -- pretraining data, e.g. 'in21k', 'laion2b'
+            num_classes     INTEGER,
+            num_features    INTEGER,
+            input_size      INTEGER[],             -- [channels, height, width] for vision models
+            hf_hub_id       VARCHAR,               -- where a timm model's weights live on the Hub
+            pretrained_cfg  JSON,                  -- timm pretrained_cfg / model config, verbatim
+            local_path      VARCHAR,               -- where the weights already are on disk
+            local_sha       VARCHAR                -- commit or content hash of that local copy
+        );
+
+        CREATE TABLE crawl_runs (
+            run_id          BIGINT PRIMARY KEY DEFAULT nextval('crawl_run_ids'),
+            crawler         VARCHAR NOT NULL,
+            crawler_version VARCHAR NOT NULL,
+            params          JSON NOT NULL,
+            query_key       VARCHAR NOT NULL,
+            status          VARCHAR NOT NULL,      -- running | completed | failed | interrupted
+            started_at      TIMESTAMP NOT NULL,
+            finished_at     TIMESTAMP,
+            resumed_from    BIGINT,                -- an interrupted run this one completed
+            seen            BIGINT NOT NULL DEFAULT 0,
+            added           BIGINT NOT NULL DEFAULT 0,
+            changed         BIGINT NOT NULL DEFAULT 0,
+            unchanged       BIGINT NOT NULL DEFAULT 0,
+            failed          BIGINT NOT NULL DEFAULT 0,
+            fetched         BIGINT NOT NULL DEFAULT 0, -- full-metadata calls made (model_info)
+            watermark       TIMESTAMP,           -- newest last_modified seen
+            error           VARCHAR
+        );
+
+        CREATE TABLE failures (
+            failure_id      BIGINT PRIMARY KEY DEFAULT nextval('failure_ids'),
+            run_id          BIGINT,
+            stage           VARCHAR NOT NULL,      -- crawl | probe | score | ...
+            subject         VARCHAR NOT NULL,      -- checkpoint_id, repo id or path
+            kind            VARCHAR NOT NULL,      -- gated | disabled | not-found | http-503 | ...
+            message         VARCHAR NOT NULL,
+            occurred_at     TIMESTAMP NOT NULL,
+            resolved_at     TIMESTAMP            -- set when a later run succeeds on the subject
+        );
+        """,
+    ),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version

@@ -1,0 +1,1 @@
+"""hubindex's built-in plugins, installed as `hubindex_plugins`. They use the same hooks as any other plugin."""
