@@ -78,9 +78,15 @@ def _http_modules() -> tuple[Any, tuple[type[BaseException], ...]]:
 class RetryPolicy:
     """Retries transient Hub errors: 408/429/5xx and network errors, honouring RateLimit/Retry-After."""
 
-    def __init__(self, max_retries: int = DEFAULT_RETRIES, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        max_retries: int = DEFAULT_RETRIES,
+        sleep: Callable[[float], None] = time.sleep,
+        on_wait: Callable[[str], None] = lambda message: None,
+    ) -> None:
         self.max_retries = max_retries
         self.sleep = sleep
+        self.on_wait = on_wait
         self.waited = 0.0
 
     def wait_for(self, exc: BaseException, attempt: int) -> float | None:
@@ -118,6 +124,7 @@ class RetryPolicy:
                     raise
                 attempt += 1
                 self.waited += wait
+                self.on_wait(f"{describe_error(exc)[0]}: retry {attempt}/{self.max_retries} in {wait:.0f} s")
                 self.sleep(wait)
 
 
@@ -277,6 +284,8 @@ class HfCrawler(Crawler):
                          help="Listing order (descending). With lastModified, a repeat crawl stops "
                               "at the previous crawl's newest change."),
             click.Option(["--limit"], type=click.IntRange(min=1), help="At most N repos."),
+            click.Option(["--repo", "repos"], metavar="ID", multiple=True,
+                         help="Crawl exactly these repos (namespace/name, repeatable) instead of a listing."),
             click.Option(["--endpoint"], metavar="URL", default=None,
                          help=f"Hub API endpoint [default: $HF_ENDPOINT or {DEFAULT_ENDPOINT}]."),
             click.Option(["--token-env"], metavar="NAME", default=None,
@@ -293,7 +302,7 @@ class HfCrawler(Crawler):
 
     def query_key(self) -> str:
         # The listing, not transport settings, decides what "the same crawl" is.
-        keys = ("search", "author", "filters", "pipeline_tag", "sort", "limit", "endpoint")
+        keys = ("search", "author", "filters", "pipeline_tag", "sort", "limit", "repos", "endpoint")
         return f"hf:{sorted((k, repr(self.options.get(k))) for k in keys)}"
 
     def _endpoint(self) -> str:
@@ -311,17 +320,42 @@ class HfCrawler(Crawler):
             raise UsageError(f"--token-env {name}: the environment variable {name} is not set")
         return token
 
+    def validate(self) -> None:
+        """Reject malformed ids and names before any request is made."""
+        for repo in self.options.get("repos") or ():
+            if not valid_repo_id(repo):
+                raise UsageError(
+                    f"malformed repo id {repo!r}: expected 'namespace/name' made of letters, digits, "
+                    "'-', '_' and '.'"
+                )
+        author = self.options.get("author")
+        if author is not None and not re.match(r"^[A-Za-z0-9][\w.-]{0,95}$", author):
+            raise UsageError(f"malformed --author {author!r}: expected a user or organisation name")
+
     def crawl(self, ctx: Any) -> Iterator[CrawlEvent]:
         from huggingface_hub import HfApi
+        from huggingface_hub.utils import logging as hf_logging
 
+        self.validate()
+        # Retries are reported on the progress bar and failures in the catalog, not as log spam.
+        hf_logging.set_verbosity_error()
         endpoint = self._endpoint()
         self._use_timeout(float(self.options.get("timeout") or DEFAULT_TIMEOUT_S))
         api = HfApi(endpoint=endpoint, token=self._token())
-        retry = RetryPolicy(int(self.options.get("retries", DEFAULT_RETRIES)), sleep=self.sleep)
+        retry = RetryPolicy(
+            int(self.options.get("retries", DEFAULT_RETRIES)), sleep=self.sleep, on_wait=ctx.progress.set_postfix_str
+        )
+        self._preflight(api, endpoint, retry)
         fetched_at = ctx.stored("metadata_sha", "hf:")
         sort = self.options.get("sort") or "downloads"
         stop_before = ctx.previous_watermark if sort == "lastModified" else None
         ctx.progress.total = self.options.get("limit")
+
+        if self.options.get("repos"):
+            ctx.progress.total = len(self.options["repos"])
+            for repo in dict.fromkeys(self.options["repos"]):
+                yield from self._fetch(api, retry, repo, f"hf:{repo}", listed=None)
+            return
 
         listing = api.list_models(
             search=self.options.get("search"),
@@ -353,34 +387,57 @@ class HfCrawler(Crawler):
             if item.sha is not None and fetched_at.get(checkpoint_id) == item.sha:
                 yield CheckpointRecord(checkpoint_id, listing_columns(item))
                 continue
-            yield from self._fetch(api, retry, item, checkpoint_id)
+            yield from self._fetch(api, retry, item.id, checkpoint_id, listed=item)
 
-    def _fetch(self, api: Any, retry: RetryPolicy, item: Any, checkpoint_id: str) -> Iterator[CrawlEvent]:
+    def _fetch(
+        self, api: Any, retry: RetryPolicy, repo_id: str, checkpoint_id: str, listed: Any | None
+    ) -> Iterator[CrawlEvent]:
+        """model_info for one repo; on failure keep what the listing said and record why."""
         timeout = float(self.options.get("timeout") or DEFAULT_TIMEOUT_S)
         try:
-            info = retry.call(lambda: api.model_info(item.id, files_metadata=True, timeout=timeout))
+            info = retry.call(lambda: api.model_info(repo_id, files_metadata=True, timeout=timeout))
         except Exception as exc:
             kind, message = describe_error(exc)
-            if kind == "not-found":
-                yield CrawlFailure(checkpoint_id, kind, message)
-                return
-            # Keep what the listing told us; metadata_sha stays behind, so the next crawl retries.
-            columns = listing_columns(item)
-            if kind == "disabled":
-                columns["disabled"] = True
-            yield CheckpointRecord(checkpoint_id, columns)
+            if listed is not None and kind != "not-found":
+                # metadata_sha stays behind the listed sha, so the next crawl retries this repo.
+                columns = listing_columns(listed)
+                if kind == "disabled":
+                    columns["disabled"] = True
+                yield CheckpointRecord(checkpoint_id, columns)
             yield CrawlFailure(checkpoint_id, kind, message)
             return
-        if not valid_repo_id(info.id) or info.id != item.id:
+        if info.id != repo_id:
             yield CrawlFailure(checkpoint_id, "invalid-repo-id", f"model_info answered for {str(info.id)[:200]!r}")
             return
         try:
             columns = full_columns(info)
         except Exception as exc:  # malformed metadata from an untrusted source
-            yield CheckpointRecord(checkpoint_id, listing_columns(item))
+            if listed is not None:
+                yield CheckpointRecord(checkpoint_id, listing_columns(listed))
             yield CrawlFailure(checkpoint_id, "bad-metadata", f"{type(exc).__name__}: {str(exc)[:300]}")
             return
         yield CheckpointRecord(checkpoint_id, columns, fetched=True)
+
+    def _preflight(self, api: Any, endpoint: str, retry: RetryPolicy) -> None:
+        """One small request with our retry policy: fail fast and clearly on a bad endpoint."""
+        from huggingface_hub.utils import get_session, hf_raise_for_status
+
+        timeout = float(self.options.get("timeout") or DEFAULT_TIMEOUT_S)
+
+        def probe() -> Any:
+            response = get_session().get(
+                f"{endpoint}/api/models", params={"limit": 1}, headers=api._build_hf_headers(), timeout=timeout
+            )
+            hf_raise_for_status(response)
+            return response.json()
+
+        try:
+            answer = retry.call(probe)
+        except Exception as exc:
+            kind, message = describe_error(exc)
+            raise HubindexError(f"cannot reach the Hub API at {endpoint} ({kind}): {message}") from None
+        if not isinstance(answer, list):
+            raise HubindexError(f"{endpoint}/api/models did not answer with a model list; is it a Hub endpoint?")
 
     @staticmethod
     def _use_timeout(seconds: float) -> None:
