@@ -99,6 +99,46 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        2,
+        "embeddings, kappa and fingerprints",
+        """
+        -- One stored feature matrix per (checkpoint sha, corpus hash, layer, pooling): the FAISS
+        -- file under store/ holds its rows, keyed by item index (dropped items are absent).
+        CREATE TABLE embeddings (
+            checkpoint_id   VARCHAR NOT NULL,
+            checkpoint_sha  VARCHAR NOT NULL,
+            corpus          VARCHAR NOT NULL,
+            corpus_hash     VARCHAR NOT NULL,
+            layer           VARCHAR NOT NULL,      -- 'last' or a layer index
+            pooling         VARCHAR NOT NULL,      -- 'last-subword', 'pre-logits', ...
+            probe           VARCHAR NOT NULL,
+            probe_version   VARCHAR NOT NULL,
+            n_items         INTEGER NOT NULL,      -- items in the corpus
+            n_kept          INTEGER NOT NULL,      -- items with features (others were dropped)
+            dim             INTEGER NOT NULL,
+            path            VARCHAR NOT NULL,      -- relative to the index folder
+            file_sha256     VARCHAR NOT NULL,
+            seconds         DOUBLE,
+            created_at      TIMESTAMP NOT NULL,
+            PRIMARY KEY (checkpoint_sha, corpus_hash, layer, pooling)
+        );
+
+        CREATE TABLE kappa (
+            corpus          VARCHAR NOT NULL,
+            corpus_hash     VARCHAR NOT NULL,
+            centered        BOOLEAN NOT NULL,
+            checkpoint_a    VARCHAR NOT NULL,      -- checkpoint_a < checkpoint_b; the diagonal is 1
+            checkpoint_b    VARCHAR NOT NULL,
+            sha_a           VARCHAR NOT NULL,
+            sha_b           VARCHAR NOT NULL,
+            value           DOUBLE NOT NULL,
+            n_items         INTEGER NOT NULL,
+            computed_at     TIMESTAMP NOT NULL,
+            PRIMARY KEY (corpus_hash, centered, checkpoint_a, checkpoint_b)
+        );
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
