@@ -6,11 +6,12 @@ All times are stored as UTC in TIMESTAMP columns.
 from __future__ import annotations
 
 import json
+import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import duckdb
 
@@ -59,6 +60,8 @@ class UpsertResult:
     added: list[str]
     changed: list[str]
     unchanged: list[str]
+    # (checkpoint_id, reason) of records whose values could not be stored at all
+    rejected: list[tuple[str, str]] = field(default_factory=list)
 
 
 class Catalog:
@@ -186,11 +189,12 @@ class Catalog:
             ).fetchall()
         )
         result = UpsertResult([], [], [])
+        owned = set(owned_columns)
         for cid, record in by_id.items():
             new_sha = record.columns.get("sha")
             if cid not in stored_sha:
                 result.added.append(cid)
-            elif new_sha is not None and new_sha != stored_sha[cid]:
+            elif "sha" in owned and new_sha is not None and new_sha != stored_sha[cid]:
                 result.changed.append(cid)
             else:
                 result.unchanged.append(cid)
@@ -203,21 +207,19 @@ class Catalog:
             for column in columns[4:]:
                 row[column] = _to_arrow_value(record.columns.get(column), types[column])
             rows.append(row)
-        import pyarrow as pa  # a dependency of datasets; DuckDB scans Arrow tables without copies
-
-        batch = pa.Table.from_pylist(rows)  # noqa: F841 - read by DuckDB's replacement scan
         select = ", ".join(_cast_expression(c, types[c]) for c in columns)
-        owned = set(owned_columns)
         updates = ["crawled_at = excluded.crawled_at"]
         for column in columns[4:]:
             if column in owned:
                 updates.append(f"{column} = excluded.{column}")
             else:
                 updates.append(f"{column} = coalesce(checkpoints.{column}, excluded.{column})")
-        self.conn.execute(
+        statement = (
             f"INSERT INTO checkpoints ({', '.join(columns)}) SELECT {select} FROM batch "
             f"ON CONFLICT (checkpoint_id) DO UPDATE SET {', '.join(updates)}"
         )
+        for batch in _arrow_batches(rows, result):  # noqa: B007 - read by DuckDB's replacement scan
+            self.conn.execute(statement)
         return result
 
     def checkpoint(self, checkpoint_id: str) -> dict[str, Any] | None:
@@ -304,6 +306,43 @@ class Catalog:
                 [utcnow(), stage, list(subjects)],
             )
 
+    # ---------------------------------------------------------------- embeddings
+
+    def checkpoint_rows(self, checkpoint_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Checkpoint rows as dicts, in the order of the ids given; unknown ids are left out."""
+        if not checkpoint_ids:
+            return []
+        cur = self.conn.execute(
+            "SELECT * FROM checkpoints WHERE list_contains(?, checkpoint_id)", [list(checkpoint_ids)]
+        )
+        names = [d[0] for d in cur.description]
+        by_id = {row[0]: dict(zip(names, row)) for row in cur.fetchall()}
+        return [by_id[cid] for cid in checkpoint_ids if cid in by_id]
+
+    def embedding(
+        self, checkpoint_sha: str, corpus_hash: str, layer: str, pooling: str, checkpoint_id: str | None = None
+    ) -> dict[str, Any] | None:
+        """A registered feature matrix for this key (checkpoint_id's own row first), or None.
+
+        Checkpoints with the same sha (the same files under two ids) share one stored matrix.
+        """
+        cur = self.conn.execute(
+            "SELECT * FROM embeddings WHERE checkpoint_sha = ? AND corpus_hash = ? AND layer = ? AND pooling = ? "
+            "ORDER BY checkpoint_id IS NOT DISTINCT FROM ? DESC, created_at DESC LIMIT 1",
+            [checkpoint_sha, corpus_hash, layer, pooling, checkpoint_id],
+        )
+        row = cur.fetchone()
+        return None if row is None else dict(zip([d[0] for d in cur.description], row))
+
+    def register_embedding(self, row: dict[str, Any]) -> None:
+        """Register (or replace) a stored feature matrix; `row` has the embeddings table's columns."""
+        columns = list(row)
+        self.conn.execute(
+            f"INSERT OR REPLACE INTO embeddings ({', '.join(columns)}) "
+            f"VALUES ({', '.join('?' for _ in columns)})",
+            [row[c] for c in columns],
+        )
+
 
 class _Transaction:
     """BEGIN/COMMIT around a block; ROLLBACK if it raises. Nested use joins the outer one."""
@@ -338,13 +377,37 @@ def _to_arrow_value(value: Any, column_type: str) -> Any:
     return value
 
 
+def _arrow_batches(rows: list[dict[str, Any]], result: UpsertResult) -> Iterator[Any]:
+    """Rows as Arrow tables: one table normally; row by row when values of mixed types (from an
+    untrusted source) defeat one table, rejecting the rows Arrow cannot represent at all."""
+    import pyarrow as pa  # a dependency of datasets; DuckDB scans Arrow tables without copies
+
+    try:
+        yield pa.Table.from_pylist(rows)
+        return
+    except (pa.ArrowException, TypeError, ValueError):
+        pass
+    for row in rows:
+        try:
+            table = pa.Table.from_pylist([row])
+        except (pa.ArrowException, TypeError, ValueError) as exc:
+            cid = row["checkpoint_id"]
+            for bucket in (result.added, result.changed, result.unchanged):
+                if cid in bucket:
+                    bucket.remove(cid)
+            result.rejected.append((cid, f"unstorable metadata: {type(exc).__name__}: {str(exc)[:200]}"))
+            continue
+        yield table
+
+
 def _cast_expression(column: str, column_type: str) -> str:
     # Arrow infers types from the values (and gives `null` to all-NULL columns); cast to the
     # catalog's declared type so every batch lands the same way.
     if column_type.startswith("MAP(") and column_type.endswith(")"):
         key, value = column_type[4:-1].split(",", 1)
-        return f"map_from_entries(CAST({column} AS STRUCT(key {key}, value {value.strip()})[]))"
-    return f"CAST({column} AS {column_type})"
+        return f"map_from_entries(TRY_CAST({column} AS STRUCT(key {key}, value {value.strip()})[]))"
+    # TRY_CAST: a value of the wrong kind from an untrusted source becomes NULL, not a failed batch.
+    return f"TRY_CAST({column} AS {column_type})"
 
 
 # ------------------------------------------------------------------------------------ user SQL
@@ -387,13 +450,14 @@ def run_readonly_query(
             raise QueryError(f"expected exactly one SQL statement, got {len(statements)}")
         if statements[0].type not in READ_STATEMENTS:
             kind = statements[0].type.name
-            raise QueryError(f"only read-only SELECT queries are allowed (got a {kind} statement)")
+            raise QueryError(f"only read-only SELECT queries are allowed (got a statement of type {kind})")
 
         timer = threading.Timer(timeout_s, conn.interrupt)
         timer.start()
         try:
             cursor = conn.execute(sql, params or None)
-            columns = [d[0] for d in cursor.description] if cursor.description else []
+            description = cursor.description or []
+            columns = [d[0] for d in description]
             rows = cursor.fetchmany(row_cap + 1)
         except duckdb.InterruptException:
             raise QueryError(
@@ -403,11 +467,52 @@ def run_readonly_query(
             raise QueryError(_first_line(exc)) from None
         finally:
             timer.cancel()
-        return QueryResult(columns, rows[:row_cap], truncated=len(rows) > row_cap)
+        truncated = len(rows) > row_cap
+        rows = _decode_json_columns(rows[:row_cap], [str(d[1]) for d in description])
+        return QueryResult(columns, rows, truncated=truncated)
     finally:
         catalog.close()
 
 
+def _decode_json_columns(rows: list[tuple[Any, ...]], types: list[str]) -> list[tuple[Any, ...]]:
+    """Turn the text of JSON-typed columns (e.g. pretrained_cfg) into Python values."""
+    json_columns = [i for i, column_type in enumerate(types) if column_type == "JSON"]
+    if not json_columns:
+        return rows
+
+    def decode(value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+
+    return [
+        tuple(decode(v) if i in json_columns else v for i, v in enumerate(row)) for row in rows
+    ]
+
+
+# A DuckDB error reads "<Kind> Error: message", maybe hint lines ('Did you mean "x"?',
+# candidate bindings), then "LINE n: <query>" and a caret line under the offending token.
+_QUERY_ECHO = re.compile(r"^LINE \d+:")
+_MAX_ERROR_CHARS = 400
+
+
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    """A DuckDB error as one line: the message and its hints, without the echoed query and caret."""
+    parts: list[str] = []
+    for line in str(exc).splitlines():
+        line = " ".join(line.split())
+        if _QUERY_ECHO.match(line):
+            break  # the rest is the query echoed back with a caret under the error
+        if line:
+            parts.append(line)
+    if not parts:
+        return type(exc).__name__
+    text = parts[0]
+    for part in parts[1:]:
+        text += (" " if text.endswith((".", "!", "?", ":")) else "; ") + part
+    if len(text) > _MAX_ERROR_CHARS:
+        text = text[: _MAX_ERROR_CHARS - 3].rstrip() + "..."
+    return text

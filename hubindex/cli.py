@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import decimal
 import io
 import json
+import math
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -149,29 +152,219 @@ def sql_command(index: Index, query: str, params: tuple[tuple[str, str], ...], f
 
 
 def _jsonable(value: Any) -> Any:
+    """A query value as plain JSON data: nested lists/structs/maps kept, the rest as text."""
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
-    if value is None or isinstance(value, (str, int, float, bool)):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None  # NaN/Infinity are not JSON
+    if isinstance(value, decimal.Decimal):
+        return _jsonable(float(value))  # DuckDB reads 1.5 as DECIMAL(2,1)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    if value is None or isinstance(value, (str, int, bool)):
         return value
-    return str(value)
+    return str(value)  # dates, times, UUIDs, ...
+
+
+def _cell(value: Any) -> Any:
+    """A value for one table or CSV cell: nested values written as JSON."""
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(_jsonable(value), ensure_ascii=False)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    return value
 
 
 def format_rows(columns: list[str], rows: list[tuple[Any, ...]], fmt: str) -> str:
     """Render rows as an aligned table, CSV or a JSON list of objects."""
     if fmt == "json":
-        return json.dumps([dict(zip(columns, map(_jsonable, row))) for row in rows], indent=2) + "\n"
+        return json.dumps([dict(zip(columns, map(_jsonable, row))) for row in rows], indent=2,
+                          ensure_ascii=False, allow_nan=False) + "\n"
+    cells = [[_cell(v) for v in row] for row in rows]
     if fmt == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(columns)
-        writer.writerows([json.dumps(_jsonable(v)) if isinstance(v, (list, dict)) else v for v in row]
-                         for row in rows)
+        writer.writerows(cells)
         return buffer.getvalue()
     from tabulate import tabulate
 
-    return tabulate(rows, headers=columns, tablefmt="simple", disable_numparse=True) + "\n"
+    return tabulate(cells, headers=columns, tablefmt="simple", disable_numparse=True) + "\n"
+
+
+# ------------------------------------------------------------------------------------ probe
+
+
+@cli.command("probe")
+@click.argument("checkpoint_ids", nargs=-1, metavar="[CHECKPOINT_ID]...")
+@click.option("--corpus", "corpus_spec", metavar="NAME[:ARG]",
+              help="Probing corpus, e.g. bbc-news, sample-images, images:/path [default: each probe's "
+                   "default corpus: bbc-news for text, sample-images for images].")
+@click.option("--where", metavar="SQL-CONDITION",
+              help="Probe the checkpoints matching this condition on the checkpoints table (read-only).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where models run; auto = cuda when available.")
+@click.option("--batch-size", type=click.IntRange(1, 100_000), default=None,
+              help="Lines (text) or images per forward pass [default: the probe's, 32].")
+@click.option("--max-items", type=click.IntRange(1, None), default=None,
+              help="Corpus size: words for text, images for image corpora [default: the corpus's].")
+@click.pass_obj
+def probe_command(index: Index, checkpoint_ids: tuple[str, ...], corpus_spec: str | None, where: str | None,
+                  device: str, batch_size: int | None, max_items: int | None) -> None:
+    """Run checkpoints on a probing corpus and store their features (one row per item).
+
+    \b
+    Text models (transformers): last hidden state, each word's last sub-word token.
+    Image models (timm): pre-logits features, with the model's own preprocessing.
+    Features already stored for the same checkpoint sha and corpus content are reused without
+    loading the model; checkpoints that fail are recorded in `failures` and the run goes on.
+
+    \b
+    Examples:
+      hubindex probe --where "library_name = 'timm'" --corpus sample-images --max-items 64
+      hubindex probe local:/models/bert-tiny --corpus bbc-news --max-items 5000
+    """
+    from hubindex.probing import run_probe, select_checkpoints
+
+    ids = select_checkpoints(index, where, checkpoint_ids)
+    summary = run_probe(index, ids, corpus_spec, device=device, batch_size=batch_size, max_items=max_items)
+    click.echo(summary.line())
+    for failure in summary.failures[:10]:
+        click.echo(f"  failed {failure.subject}: {failure.kind}: {failure.message}", err=True)
+    if len(summary.failures) > 10:
+        click.echo(f"  ... {len(summary.failures) - 10} more in the failures table", err=True)
+
+
+# ------------------------------------------------------------------------------------ kappa
+
+
+def _load_feature_arrays(paths: tuple[str, ...]) -> list[Any]:
+    import numpy as np
+
+    if len(paths) < 2:
+        raise UsageError("--arrays needs at least two .npy files (one feature matrix per checkpoint)")
+    arrays = []
+    for path in paths:
+        try:
+            array = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise UsageError(f"{path}: no such file") from None
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"{path}: not a .npy array file ({str(exc).splitlines()[0]})") from None
+        if array.ndim != 2 or not np.issubdtype(array.dtype, np.number):
+            raise UsageError(f"{path}: expected a numeric 2-D matrix (items x features), got shape {array.shape}")
+        arrays.append(array)
+    rows = {a.shape[0] for a in arrays}
+    if len(rows) != 1:
+        raise UsageError(f"feature matrices must have the same number of rows (aligned items), got {sorted(rows)}")
+    return arrays
+
+
+def _matrix_text(labels: list[str], values: Any) -> str:
+    from tabulate import tabulate
+
+    return tabulate([[label, *row] for label, row in zip(labels, values.tolist())],
+                    headers=["", *labels], floatfmt=".4f") + "\n"
+
+
+@cli.command("kappa")
+@click.argument("files", nargs=-1, metavar="[FILES]...")
+@click.option("--arrays", "array_mode", is_flag=True,
+              help="Compute kappa for feature matrices given as .npy FILES (rows aligned) instead of the catalog.")
+@click.option("--corpus", metavar="NAME", help="Probed corpus (name or content hash) [default: the only one].")
+@click.option("--centered/--uncentered", default=True, show_default=True,
+              help="Mean-centre features first (linear CKA, as the paper) or not.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def kappa_command(index: Index, files: tuple[str, ...], array_mode: bool, corpus: str | None,
+                  centered: bool, as_json: bool) -> None:
+    """Task-space covariance kappa (kernel alignment) between checkpoints.
+
+    \b
+    Catalog mode: computes the pairs the catalog lacks for every checkpoint probed on a corpus,
+    stores them in the `kappa` table and refreshes the task fingerprints used by `neighbors`.
+    Array mode, for researchers:  hubindex kappa --arrays A.npy B.npy C.npy [--json]
+    """
+    if files and not array_mode:
+        raise UsageError("FILES are only taken with --arrays")
+    if array_mode:
+        from hubindex.kappa import kappa_matrix
+
+        try:
+            result = kappa_matrix(_load_feature_arrays(files), centered=centered)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        counts = sorted(set(result.n_items.ravel().tolist()))
+        n_items = counts[0] if len(counts) == 1 else result.n_items.tolist()
+        if as_json:
+            click.echo(json.dumps({"kappa": result.values.tolist(), "n_items": n_items}))
+        else:
+            click.echo(_matrix_text([Path(f).stem for f in files], result.values), nl=False)
+        return
+
+    from tqdm.auto import tqdm
+
+    from hubindex.relate import kappa_matrix_from_catalog, resolve_corpus, update_fingerprints, update_kappa
+
+    with index.open_catalog() as catalog:
+        ref = resolve_corpus(catalog, corpus)
+        with tqdm(desc="kappa pairs", unit=" pair", disable=None) as bar:
+            update = update_kappa(catalog, index.root, ref, centered, progress=bar.update)
+        added, kept = update_fingerprints(catalog, index.root, ref)
+        ids, values, counts = kappa_matrix_from_catalog(catalog, ref, centered)
+    if as_json:
+        click.echo(json.dumps({"corpus": ref.name, "corpus_hash": ref.content_hash, "checkpoints": ids,
+                               "kappa": values.tolist(), "n_items": counts.tolist()}))
+        return
+    click.echo(update.line() + f"; fingerprints: {added} new, {kept} kept")
+    if len(ids) <= 12:
+        click.echo(_matrix_text([i.split(":", 1)[-1][-28:] for i in ids], values), nl=False)
+
+
+@cli.command("neighbors")
+@click.argument("checkpoint_id")
+@click.option("-k", "k", type=click.IntRange(1, 10_000), default=10, show_default=True, help="How many neighbours.")
+@click.option("--corpus", metavar="NAME", help="Probed corpus (name or content hash) [default: the only one].")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def neighbors_command(index: Index, checkpoint_id: str, k: int, corpus: str | None, as_json: bool) -> None:
+    """Checkpoints with the highest kappa to CHECKPOINT_ID, found by fingerprint search (no pairwise pass)."""
+    from hubindex.relate import nearest_checkpoints, resolve_corpus
+
+    with index.open_catalog(read_only=True) as catalog:
+        ref = resolve_corpus(catalog, corpus)
+        found = nearest_checkpoints(catalog, index.root, ref, checkpoint_id, k)
+    if as_json:
+        click.echo(json.dumps([{"checkpoint_id": c, "kappa_estimate": v} for c, v in found]))
+    else:
+        click.echo(format_rows(["checkpoint_id", "kappa_estimate"], [(c, f"{v:.4f}") for c, v in found], "table"),
+                   nl=False)
+
+
+@cli.group("plot")
+def plot_group() -> None:
+    """Draw figures from the catalog."""
+
+
+@plot_group.command("kappa")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="PNG file to write.")
+@click.option("--corpus", metavar="NAME", help="Probed corpus (name or content hash) [default: the only one].")
+@click.option("--centered/--uncentered", default=True, show_default=True)
+@click.pass_obj
+def plot_kappa_command(index: Index, out: Path, corpus: str | None, centered: bool) -> None:
+    """Heatmap of kappa ordered by a ward-linkage dendrogram, labelled with checkpoint names."""
+    from hubindex.plots import plot_kappa
+    from hubindex.relate import kappa_matrix_from_catalog, resolve_corpus
+
+    with index.open_catalog(read_only=True) as catalog:
+        ref = resolve_corpus(catalog, corpus)
+        ids, values, _ = kappa_matrix_from_catalog(catalog, ref, centered)
+    if len(ids) < 2:
+        raise HubindexError(f"kappa on {ref.name} covers {len(ids)} checkpoint(s); run `hubindex kappa` after probing more")
+    plot_kappa(ids, values, out, title=f"kappa on {ref.name}")
+    click.echo(f"wrote {out}")
 
 
 # ------------------------------------------------------------------------------------ entry
@@ -184,6 +377,9 @@ def main(argv: list[str] | None = None) -> int:
     except HubindexError as exc:
         click.echo(f"hubindex: error: {exc}", err=True)
         return exc.exit_code
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help())  # `hubindex` or `hubindex crawl` alone: show the help
+        return 0
     except click.exceptions.Abort:
         click.echo("hubindex: aborted", err=True)
         return 130

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hubindex.catalog import CATALOG_FILENAME, Catalog
+from hubindex.errors import UsageError
 
 INDEX_ENV = "HUBINDEX_INDEX"
 # The embedded default index of a checkout: <repo>/index_data, beside the hubindex package.
@@ -17,8 +18,13 @@ SHIPPED_TIMM_RESULTS = EMBEDDED_INDEX / "timm"
 
 def resolve_index_dir(option: str | os.PathLike[str] | None = None) -> Path:
     """--index DIR, else $HUBINDEX_INDEX, else the embedded default index."""
-    chosen = option or os.environ.get(INDEX_ENV)
-    return Path(chosen).expanduser().resolve() if chosen else EMBEDDED_INDEX
+    chosen = option if option is not None else os.environ.get(INDEX_ENV)
+    if chosen is None:
+        return EMBEDDED_INDEX
+    if not str(chosen).strip():
+        # `--index "$UNSET"` must not fall back to the embedded index and write there.
+        raise UsageError(f"--index (or ${INDEX_ENV}) is empty; give an index folder")
+    return Path(chosen).expanduser().resolve()
 
 
 @dataclass

@@ -89,18 +89,53 @@ def kappa_matrix(features: list[np.ndarray], centered: bool = True) -> KappaMatr
         if all_rows[i]:
             prepared[i] = _prepare(features[i], None, centered)
             norms[i] = gram_frobenius(prepared[i])
+    for i, norm in norms.items():
+        if norm == 0.0:
+            raise ValueError(f"feature matrix {i} is constant; kappa is undefined")
+    full = sorted(prepared)
+    if len(full) > 1 and _gram_route_is_cheaper([prepared[i].shape[1] for i in full], m):
+        block = _aligned_cross_norms([prepared[i] for i in full])
+        for a, i in enumerate(full):
+            for b, j in enumerate(full):
+                if i < j:
+                    values[i, j] = values[j, i] = block[a, b] / (norms[i] * norms[j])
+                    counts[i, j] = counts[j, i] = m
     for i in range(n):
         for j in range(i + 1, n):
             if all_rows[i] and all_rows[j]:
-                denominator = norms[i] * norms[j]
-                if denominator == 0.0:
-                    raise ValueError(f"feature matrix {i if norms[i] == 0 else j} is constant; kappa is undefined")
-                value, used = cross_frobenius_sq(prepared[i], prepared[j]) / denominator, m
+                if counts[i, j]:
+                    continue  # done by the Gram route
+                value, used = cross_frobenius_sq(prepared[i], prepared[j]) / (norms[i] * norms[j]), m
             else:
                 value, used = kappa_pair(features[i], features[j], centered)
             values[i, j] = values[j, i] = value
             counts[i, j] = counts[j, i] = used
     return KappaMatrix(values, counts)
+
+
+# Memory for one block of item Gram rows in the Gram route (float64).
+GRAM_BLOCK_BYTES = 512 * 1024 * 1024
+
+
+def _gram_route_is_cheaper(dims: list[int], m: int) -> bool:
+    """Pairwise ||F_i^T F_j||^2 costs m*d_i*d_j per pair; the Gram route m^2*d per checkpoint + m^2 per pair."""
+    n = len(dims)
+    pairwise = sum(m * dims[i] * dims[j] for i in range(n) for j in range(i + 1, n))
+    gram = m * m * (sum(dims) + n * (n - 1) / 2)
+    return gram < pairwise
+
+
+def _aligned_cross_norms(prepared: list[np.ndarray]) -> np.ndarray:
+    """All <F_i F_i^T, F_j F_j^T>_F at once, building the item Gram matrices a block of rows at a time."""
+    n = len(prepared)
+    m = prepared[0].shape[0]
+    rows_per_block = max(1, GRAM_BLOCK_BYTES // (8 * n * m))
+    total = np.zeros((n, n))
+    for start in range(0, m, rows_per_block):
+        stop = min(m, start + rows_per_block)
+        grams = np.stack([(f[start:stop] @ f.T).ravel() for f in prepared])
+        total += grams @ grams.T
+    return total
 
 
 # ------------------------------------------------------------------------------------ sketches
@@ -115,16 +150,20 @@ class TensorSketch:
     """
 
     def __init__(self, n_items: int, dim: int = 4096, seed: int = 0) -> None:
+        from scipy.sparse import csr_matrix
+
         rng = np.random.default_rng(seed)
         self.n_items = n_items
         self.dim = dim
-        self.buckets = rng.integers(0, dim, size=(2, n_items))
-        self.signs = rng.choice(np.array([-1.0, 1.0]), size=(2, n_items))
+        buckets = rng.integers(0, dim, size=(2, n_items))
+        signs = rng.choice(np.array([-1.0, 1.0]), size=(2, n_items))
+        # Each count sketch is a sparse dim x m matrix with one +-1 per column.
+        self.hashes = [
+            csr_matrix((signs[k], (buckets[k], np.arange(n_items))), shape=(dim, n_items)) for k in range(2)
+        ]
 
     def _count_sketch(self, features: np.ndarray, which: int) -> np.ndarray:
-        out = np.zeros((self.dim, features.shape[1]), dtype=_DTYPE)
-        np.add.at(out, self.buckets[which], features * self.signs[which][:, None])
-        return out
+        return np.asarray(self.hashes[which] @ features)
 
     def sketch(self, features: np.ndarray, centered: bool = True) -> np.ndarray:
         """Fingerprint of one checkpoint; dropped (NaN) items contribute nothing."""

@@ -103,7 +103,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         2,
         "embeddings, kappa and fingerprints",
         """
-        -- One stored feature matrix per (checkpoint sha, corpus hash, layer, pooling): the FAISS
+        -- One stored feature matrix per (checkpoint, its sha, corpus hash, layer, pooling): the FAISS
         -- file under store/ holds its rows, keyed by item index (dropped items are absent).
         CREATE TABLE embeddings (
             checkpoint_id   VARCHAR NOT NULL,
@@ -121,7 +121,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             file_sha256     VARCHAR NOT NULL,
             seconds         DOUBLE,
             created_at      TIMESTAMP NOT NULL,
-            PRIMARY KEY (checkpoint_sha, corpus_hash, layer, pooling)
+            PRIMARY KEY (checkpoint_id, checkpoint_sha, corpus_hash, layer, pooling)
         );
 
         CREATE TABLE kappa (
@@ -136,6 +136,20 @@ MIGRATIONS: tuple[Migration, ...] = (
             n_items         INTEGER NOT NULL,
             computed_at     TIMESTAMP NOT NULL,
             PRIMARY KEY (corpus_hash, centered, checkpoint_a, checkpoint_b)
+        );
+
+        -- Task fingerprints: TensorSketch rows in store/fingerprints/<corpus hash[:16]>-<dim>.faiss,
+        -- whose inner products estimate kappa; fp_id is the row's id in that FAISS index.
+        CREATE SEQUENCE fingerprint_ids START 1;
+        CREATE TABLE fingerprints (
+            corpus_hash     VARCHAR NOT NULL,
+            checkpoint_id   VARCHAR NOT NULL,
+            checkpoint_sha  VARCHAR NOT NULL,
+            fp_id           BIGINT NOT NULL DEFAULT nextval('fingerprint_ids'),
+            dim             INTEGER NOT NULL,
+            seed            INTEGER NOT NULL,
+            created_at      TIMESTAMP NOT NULL,
+            PRIMARY KEY (corpus_hash, checkpoint_id)
         );
         """,
     ),

@@ -90,11 +90,12 @@ class _Batcher:
         run_id = self.summary.run_id
         with self.catalog.transaction():
             result = UpsertResult([], [], [])
-            for owned, records in _group_by_owned(self.records, self.crawler.owned_columns).items():
+            for owned, records in _upsert_groups(self.records, self.crawler.owned_columns):
                 part = self.catalog.upsert_checkpoints(records, source=self.crawler.name, owned_columns=owned)
                 result.added += part.added
                 result.changed += part.changed
                 result.unchanged += part.unchanged
+                self.failures += [CrawlFailure(cid, "bad-metadata", why) for cid, why in part.rejected]
             for failure in self.failures:
                 self.catalog.record_failure(run_id, "crawl", failure.subject, failure.kind, failure.message)
             failed_subjects = {f.subject for f in self.failures}
@@ -119,18 +120,26 @@ class _Batcher:
         self.started = time.monotonic()
 
 
-def _group_by_owned(
+def _upsert_groups(
     records: list[CheckpointRecord], default: frozenset[str]
-) -> dict[frozenset[str], list[CheckpointRecord]]:
-    groups: dict[frozenset[str], list[CheckpointRecord]] = {}
+) -> list[tuple[frozenset[str], list[CheckpointRecord]]]:
+    """Records that own and carry the same columns, so one upsert writes exactly those columns.
+
+    A record leaves untouched the columns it does not carry, even ones its crawler owns: a
+    listing-only record must not wipe the metadata a full record of the same crawler wrote.
+    """
+    groups: dict[tuple[frozenset[str], frozenset[str]], list[CheckpointRecord]] = {}
     for record in records:
-        groups.setdefault(record.owned_columns or default, []).append(record)
-    return groups
+        carried = frozenset(record.columns)
+        owned = (record.owned_columns or default) & carried
+        groups.setdefault((owned, carried), []).append(record)
+    return [(owned, group) for (owned, _), group in groups.items()]
 
 
 def run_crawl(index: Index, crawler: Crawler, show_progress: bool | None = None) -> CrawlSummary:
     """Run one crawler to completion; an interrupted or failed run is resumed by the next one."""
     started = time.monotonic()
+    crawler.validate()  # bad options fail before a run is recorded
     with index.open_catalog() as catalog:
         query_key = crawler.query_key()
         watermark = catalog.last_completed_watermark(query_key)

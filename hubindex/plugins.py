@@ -23,6 +23,10 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "hubindex_plugins.crawl_timm",
     "hubindex_plugins.crawl_local",
     "hubindex_plugins.catalog_views",
+    "hubindex_plugins.corpora",
+    "hubindex_plugins.probe_text",
+    "hubindex_plugins.probe_image",
+    "hubindex_plugins.zoo",
 )
 
 pm = pluggy.PluginManager("hubindex")

@@ -45,8 +45,8 @@ def ensure_torchvision() -> bool:
     global _done
     if _done:
         return False
-    _done = True
     if not needs_patch():
+        _done = True
         return False
     import torch
 
@@ -54,6 +54,7 @@ def ensure_torchvision() -> bool:
         torch.library.define(
             f"torchvision::{op}", "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor"
         )
+    _done = True
     return True
 
 

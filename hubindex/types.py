@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -83,6 +84,9 @@ class Crawler(Component):
     def __init__(self, **options: Any) -> None:
         self.options = options
 
+    def validate(self) -> None:
+        """Raise UsageError for bad options; called before a crawl run is recorded."""
+
     def query_key(self) -> str:
         """Identifies 'the same crawl' across runs, so that an interrupted one can be resumed."""
         items = sorted((k, repr(v)) for k, v in self.options.items())
@@ -96,29 +100,145 @@ class Crawler(Component):
 # --------------------------------------------------------------------------------------------
 # Probing corpora and probes
 
+TEXT = "text"
+IMAGE = "image"
+MODALITIES = (TEXT, IMAGE)
 
-@dataclass
+
+def _check_modality(cls: type[Component]) -> None:
+    modality = getattr(cls, "modality", None)
+    if modality not in MODALITIES:
+        raise ValueError(f"{cls.kind} {cls.name!r}: `modality` must be one of {MODALITIES} (got {modality!r})")
+
+
+@dataclass(frozen=True)
+class CorpusData:
+    """A loaded probing corpus. Its name, content hash and size identify it.
+
+    Text corpora hold words: `items` are the words in order and `lines` the same words grouped
+    into the lines they came from (a probe runs a model on whole lines and keeps one row per
+    word). Image corpora hold RGB `PIL.Image`s and have no lines.
+    """
+
+    name: str
+    modality: str
+    items: list[Any]
+    content_hash: str  # sha256 of the items in order (and of the line breaks, for text)
+    source: str  # where the data comes from, in words
+    license: str  # its license or terms of use
+    lines: list[list[str]] | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.items)
+
+
+def text_content_hash(lines: list[list[str]]) -> str:
+    """sha256 over the words in order; a line break is part of the content (it changes contexts)."""
+    digest = hashlib.sha256(b"hubindex-text-corpus-v1\n")
+    for line in lines:
+        for word in line:
+            digest.update(word.encode("utf-8") + b"\x1f")
+        digest.update(b"\x1e")
+    return digest.hexdigest()
+
+
+def image_content_hash(images: list[Any]) -> str:
+    """sha256 over the decoded pixels of the images in order (not their file encoding)."""
+    digest = hashlib.sha256(b"hubindex-image-corpus-v1\n")
+    for image in images:
+        digest.update(f"{image.mode}:{image.width}x{image.height}\x1f".encode())
+        digest.update(image.tobytes())
+        digest.update(b"\x1e")
+    return digest.hexdigest()
+
+
 class Corpus(Component):
-    """Unlabeled probing data: a name, a modality, the items and a content hash."""
+    """Unlabeled probing data (text or images). Subclasses set the ClassVars and `load`.
+
+    A corpus is chosen on the command line as `NAME` or `NAME:ARGUMENT` (e.g. `images:/photos`);
+    `takes_argument` says whether the ARGUMENT is needed. `max_items` caps the size (words for
+    text, images for image corpora); None means `default_max_items`, which None means all.
+    """
 
     kind: ClassVar[str] = "corpus"
-    modality: ClassVar[str] = "text"  # "text" or "image"
-    items: list[Any] = field(default_factory=list)
-    content_hash: str = ""
+    modality: ClassVar[str] = TEXT
+    # The corpus a probe of this modality uses when none is named (one per modality).
+    default: ClassVar[bool] = False
+    default_max_items: ClassVar[int | None] = None
+    takes_argument: ClassVar[bool] = False
+    # True when load() needs the network (e.g. a dataset on the Hugging Face Hub).
+    online: ClassVar[bool] = False
+
+    @classmethod
+    def validate_class(cls) -> None:
+        super().validate_class()
+        _check_modality(cls)
+
+    def __init__(self, argument: str | None = None, max_items: int | None = None) -> None:
+        self.argument = argument
+        self.max_items = max_items if max_items is not None else self.default_max_items
+
+    def load(self) -> CorpusData:
+        """Read the corpus: deterministic, the same items in the same order on every machine."""
+        raise NotImplementedError
+
+
+@dataclass
+class ProbeOutput:
+    """Features of one checkpoint on a corpus: one row per corpus item.
+
+    `dropped` marks the items the probe could not represent by design (a word lost to
+    truncation); their rows are ignored. Non-finite values anywhere else mean the model failed.
+    """
+
+    features: np.ndarray  # (n_items, dim)
+    dropped: np.ndarray  # (n_items,) bool
+
+
+class ProbeError(Exception):
+    """A checkpoint could not be probed (recorded in `failures`; the run goes on)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind  # e.g. "load-error", "unsupported", "non-finite"
 
 
 class Probe(Component):
-    """Runs one checkpoint on a corpus and returns one feature row per corpus item."""
+    """Runs one checkpoint on a corpus and returns one feature row per corpus item.
+
+    (layer, pooling) name what the features are; with the checkpoint's sha and the corpus hash
+    they key the stored matrix, so nothing is computed twice. A probe loads weights only inside
+    `embed`, never in `accepts` or `revision`.
+    """
 
     kind: ClassVar[str] = "probe"
-    modality: ClassVar[str] = "text"
+    modality: ClassVar[str] = TEXT
+    layer: ClassVar[str] = "last"
+    pooling: ClassVar[str] = ""
+    default_batch_size: ClassVar[int] = 32
+
+    @classmethod
+    def validate_class(cls) -> None:
+        super().validate_class()
+        _check_modality(cls)
+
+    def __init__(self, device: str = "cpu", batch_size: int | None = None) -> None:
+        self.device = device
+        self.batch_size = batch_size or self.default_batch_size
 
     def accepts(self, checkpoint: dict[str, Any]) -> bool:
         """Whether this probe can run the checkpoint described by a catalog row."""
         raise NotImplementedError
 
-    def embed(self, checkpoint: dict[str, Any], corpus: Corpus, device: str) -> np.ndarray:
-        """Return the feature matrix (one row per corpus item, NaN rows for items dropped)."""
+    def revision(self, checkpoint: dict[str, Any]) -> str | None:
+        """The sha of the weights `embed` would load: the local copy's if there is one."""
+        if checkpoint.get("local_path") and checkpoint.get("local_sha"):
+            return checkpoint["local_sha"]
+        return checkpoint.get("sha")
+
+    def embed(self, checkpoint: dict[str, Any], corpus: CorpusData) -> ProbeOutput:
+        """Load the checkpoint and compute its features on the corpus; raise ProbeError if it cannot."""
         raise NotImplementedError
 
 

@@ -60,7 +60,21 @@ def _as_list(value: Any) -> list[str] | None:
 
 
 def _tag_values(tags: list[str] | None, prefix: str) -> list[str]:
-    return [t[len(prefix):] for t in tags or [] if t.startswith(prefix)]
+    return [t[len(prefix):] for t in tags or [] if isinstance(t, str) and t.startswith(prefix)]
+
+
+# Hub metadata is untrusted: a value of an unexpected type must become NULL here, since one odd
+# value in a batch makes the whole batch fail to load into its typed catalog column.
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _flag(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
 
 
 def _http_modules() -> tuple[Any, tuple[type[BaseException], ...]]:
@@ -105,7 +119,9 @@ class RetryPolicy:
             headers = exc.response.headers
             if status == 429:
                 limit = parse_ratelimit_headers(headers)
-                if limit is not None:
+                # The Hub sends RateLimit on every answer: it is the reason for this 429 only when
+                # no request is left (as huggingface_hub's own backoff reads it).
+                if limit is not None and limit.remaining == 0:
                     return min(limit.reset_in_seconds + 1.0, MAX_WAIT_S)
             retry_after = headers.get("Retry-After")
             if retry_after is not None and retry_after.strip().isdigit():
@@ -160,27 +176,32 @@ def listing_columns(info: Any) -> dict[str, Any]:
     gated = getattr(info, "gated", None)
     return {
         "repo_id": info.id,
-        "sha": info.sha,
+        "sha": _text(info.sha),
         "last_modified": _naive_utc(info.last_modified),
         "created_at": _naive_utc(info.created_at),
-        "author": info.author or (info.id.split("/")[0] if "/" in info.id else None),
-        "private": info.private,
+        "author": _text(info.author) or (info.id.split("/")[0] if "/" in info.id else None),
+        "private": _flag(info.private),
         "gated": bool(gated) if gated is not None else None,
         "gated_mode": gated if isinstance(gated, str) else None,
-        "disabled": info.disabled,
-        "pipeline_tag": info.pipeline_tag,
-        "library_name": info.library_name,
-        "tags": list(info.tags) if info.tags is not None else None,
-        "downloads": info.downloads,
-        "likes": info.likes,
+        "disabled": _flag(info.disabled),
+        "pipeline_tag": _text(info.pipeline_tag),
+        "library_name": _text(info.library_name),
+        "tags": _as_list(info.tags) if isinstance(info.tags, list) else None,
+        "downloads": _int(info.downloads),
+        "likes": _int(info.likes),
     }
 
 
-def full_columns(info: Any) -> dict[str, Any]:
-    """Every catalog column that model_info(files_metadata=True) gives."""
+def full_columns(info: Any, card: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every catalog column that model_info(files_metadata=True) gives.
+
+    card: the card data as the Hub sent it (see HfCrawler._get_model_info); by default the one
+    huggingface_hub parsed into info.card_data.
+    """
     columns = listing_columns(info)
     tags = info.tags or []
-    card = info.card_data.to_dict() if info.card_data is not None else {}
+    if card is None:
+        card = info.card_data.to_dict() if info.card_data is not None else {}
     config = info.config if isinstance(info.config, dict) else {}
     license_ = card.get("license") or next(iter(_tag_values(tags, "license:")), None)
     base_models = _as_list(card.get("base_model")) or [
@@ -189,24 +210,25 @@ def full_columns(info: Any) -> dict[str, Any]:
     weights = [
         {
             "name": s.rfilename,
-            "size": s.size if s.size is not None else (s.lfs.size if s.lfs else None),
-            "sha256": s.lfs.sha256 if s.lfs else None,
+            "size": _int(s.size) if s.size is not None else (_int(s.lfs.size) if s.lfs else None),
+            "sha256": _text(s.lfs.sha256) if s.lfs else None,
         }
         for s in info.siblings or []
-        if s.rfilename.endswith(WEIGHT_SUFFIXES)
+        if isinstance(s.rfilename, str) and s.rfilename.endswith(WEIGHT_SUFFIXES)
     ]
     safetensors = info.safetensors
+    by_dtype = safetensors.parameters if safetensors and isinstance(safetensors.parameters, dict) else {}
     timm_cfg = config.get("pretrained_cfg") if info.library_name == "timm" else None
     columns.update({
-        "metadata_sha": info.sha,
-        "model_type": config.get("model_type") or config.get("architecture"),
+        "metadata_sha": columns["sha"],
+        "model_type": _text(config.get("model_type")) or _text(config.get("architecture")),
         "architectures": _as_list(config.get("architectures") or config.get("architecture")),
         "license": str(license_) if license_ else None,
         "datasets": _as_list(card.get("datasets")) or _tag_values(tags, "dataset:") or None,
         "arxiv_ids": _tag_values(tags, "arxiv:") or None,
         "base_models": base_models,
-        "params_total": safetensors.total if safetensors else None,
-        "params_by_dtype": dict(safetensors.parameters) if safetensors else None,
+        "params_total": _int(safetensors.total) if safetensors else None,
+        "params_by_dtype": {str(k): v for k, v in by_dtype.items() if _int(v) is not None} or None,
         "weight_files": weights or None,
         "eval_results": flatten_model_index(card.get("model-index")),
         "num_classes": config.get("num_classes") if isinstance(config.get("num_classes"), int) else None,
@@ -240,10 +262,10 @@ def flatten_model_index(model_index: Any) -> list[dict[str, Any]] | None:
                 except (TypeError, ValueError):
                     continue
                 rows.append({
-                    "task": task.get("type"),
-                    "dataset": dataset.get("type") or dataset.get("name"),
-                    "split": dataset.get("split"),
-                    "metric": metric.get("type") or metric.get("name"),
+                    "task": _text(task.get("type")),
+                    "dataset": _text(dataset.get("type")) or _text(dataset.get("name")),
+                    "split": _text(dataset.get("split")),
+                    "metric": _text(metric.get("type")) or _text(metric.get("name")),
                     "value": value,
                 })
     return rows or None
@@ -336,7 +358,6 @@ class HfCrawler(Crawler):
         from huggingface_hub import HfApi
         from huggingface_hub.utils import logging as hf_logging
 
-        self.validate()
         # Retries are reported on the progress bar and failures in the catalog, not as log spam.
         hf_logging.set_verbosity_error()
         endpoint = self._endpoint()
@@ -349,6 +370,16 @@ class HfCrawler(Crawler):
         fetched_at = ctx.stored("metadata_sha", "hf:")
         sort = self.options.get("sort") or "downloads"
         stop_before = ctx.previous_watermark if sort == "lastModified" else None
+        if stop_before is not None:
+            # A repo whose metadata fetch failed is retried by the next crawl, but under a newer
+            # watermark it would never be listed again: list back to the oldest such repo.
+            # (Disabled repos fail every time; they do not hold the watermark back.)
+            owed = ctx.catalog.stored_values(
+                "last_modified",
+                "starts_with(checkpoint_id, 'hf:') AND sha IS DISTINCT FROM metadata_sha "
+                "AND disabled IS NOT TRUE AND last_modified IS NOT NULL",
+            )
+            stop_before = min([stop_before, *owed.values()])
         ctx.progress.total = self.options.get("limit")
 
         if self.options.get("repos"):
@@ -393,9 +424,11 @@ class HfCrawler(Crawler):
         self, api: Any, retry: RetryPolicy, repo_id: str, checkpoint_id: str, listed: Any | None
     ) -> Iterator[CrawlEvent]:
         """model_info for one repo; on failure keep what the listing said and record why."""
+        from huggingface_hub.hf_api import ModelInfo
+
         timeout = float(self.options.get("timeout") or DEFAULT_TIMEOUT_S)
         try:
-            info = retry.call(lambda: api.model_info(repo_id, files_metadata=True, timeout=timeout))
+            data = retry.call(lambda: self._get_model_info(api, repo_id, timeout))
         except Exception as exc:
             kind, message = describe_error(exc)
             if listed is not None and kind != "not-found":
@@ -406,17 +439,41 @@ class HfCrawler(Crawler):
                 yield CheckpointRecord(checkpoint_id, columns)
             yield CrawlFailure(checkpoint_id, kind, message)
             return
-        if info.id != repo_id:
-            yield CrawlFailure(checkpoint_id, "invalid-repo-id", f"model_info answered for {str(info.id)[:200]!r}")
-            return
         try:
-            columns = full_columns(info)
+            card = data.get("cardData")
+            info = ModelInfo(**{**data, "cardData": None})
+            columns = full_columns(info, card if isinstance(card, dict) else {}) if info.id == repo_id else None
         except Exception as exc:  # malformed metadata from an untrusted source
             if listed is not None:
                 yield CheckpointRecord(checkpoint_id, listing_columns(listed))
             yield CrawlFailure(checkpoint_id, "bad-metadata", f"{type(exc).__name__}: {str(exc)[:300]}")
             return
+        if columns is None:
+            yield CrawlFailure(checkpoint_id, "invalid-repo-id", f"model_info answered for {str(info.id)[:200]!r}")
+            return
         yield CheckpointRecord(checkpoint_id, columns, fetched=True)
+
+    @staticmethod
+    def _get_model_info(api: Any, repo_id: str, timeout: float) -> dict[str, Any]:
+        """The JSON of `api.model_info(repo_id, files_metadata=True)`: the same request, unparsed.
+
+        huggingface_hub turns cardData into ModelCardData, which drops a whole model-index it
+        cannot parse (a dataset without a name, a metric without a type) and raises ValueError on
+        one that is not a list; the raw card keeps every row flatten_model_index can use.
+        """
+        from huggingface_hub.utils import get_session, hf_raise_for_status
+
+        response = get_session().get(
+            f"{api.endpoint}/api/models/{repo_id}",
+            params={"blobs": True},
+            headers=api._build_hf_headers(),
+            timeout=timeout,
+        )
+        hf_raise_for_status(response)
+        data = response.json()
+        if not isinstance(data, dict):
+            raise ValueError(f"model_info answered a {type(data).__name__}, not an object")
+        return data
 
     def _preflight(self, api: Any, endpoint: str, retry: RetryPolicy) -> None:
         """One small request with our retry policy: fail fast and clearly on a bad endpoint."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
@@ -18,6 +19,11 @@ from hubindex_plugins.crawl_hf import WEIGHT_SUFFIXES, valid_repo_id
 CONFIG_FILE = "config.json"
 MAX_CONFIG_BYTES = 5 * 1024 * 1024
 HASH_CHUNK = 1 << 20
+# State-dict entries that are statistics, not parameters: BatchNorm running stats. Counting
+# them would make a local resnet disagree with timm's own parameter count.
+# Stored tensors that are buffers, not parameters (BatchNorm statistics, BERT's position ids).
+BUFFER_SUFFIXES = (".running_mean", ".running_var", ".num_batches_tracked", ".position_ids")
+CARD_FILE = "README.md"
 
 
 def is_hf_cache(path: Path) -> bool:
@@ -51,6 +57,8 @@ def safetensors_params(path: Path) -> dict[str, int]:
     counts: dict[str, int] = {}
     with safe_open(str(path), framework="numpy") as handle:
         for name in handle.keys():
+            if name.endswith(BUFFER_SUFFIXES):
+                continue
             tensor = handle.get_slice(name)
             size = 1
             for dim in tensor.get_shape():
@@ -68,11 +76,16 @@ def torch_params(path: Path) -> dict[str, int]:
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     counts: dict[str, int] = {}
-    for value in state.values() if isinstance(state, dict) else []:
-        if isinstance(value, torch.Tensor):
+    for name, value in state.items() if isinstance(state, dict) else []:
+        if isinstance(value, torch.Tensor) and not str(name).endswith(BUFFER_SUFFIXES):
             dtype = str(value.dtype).replace("torch.", "").upper()
             counts[dtype] = counts.get(dtype, 0) + value.numel()
     return counts
+
+
+def _inside(path: Path, root: Path) -> bool:
+    """Whether path, with its links resolved, lies inside root (a resolved folder)."""
+    return path.resolve().is_relative_to(root)
 
 
 def folder_files(folder: Path) -> list[Path]:
@@ -85,7 +98,7 @@ def folder_files(folder: Path) -> list[Path]:
             path = Path(dirpath) / name
             if name.startswith(".") or not path.is_file():
                 continue
-            if not path.resolve().is_relative_to(root) and not _is_cache_blob(path, root):
+            if not _inside(path, root) and not _is_cache_blob(path, root):
                 continue
             files.append(path)
     return files
@@ -101,11 +114,39 @@ def content_sha(files: list[Path], folder: Path) -> str:
     """A hash of the folder's relative file names and contents: its identity when copied or moved."""
     digest = hashlib.sha256()
     for path in files:
-        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
         with path.open("rb") as handle:
+            # Name and length frame each file, so moving bytes between files changes the hash.
+            size = os.fstat(handle.fileno()).st_size
+            digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + str(size).encode() + b"\0")
             while chunk := handle.read(HASH_CHUNK):
                 digest.update(chunk)
     return digest.hexdigest()[:40]
+
+
+def read_card(folder: Path) -> dict[str, Any]:
+    """Catalog columns from the model card's front matter (README.md): lineage, license, data."""
+    from huggingface_hub.repocard import metadata_load
+
+    path = folder / CARD_FILE
+    if not path.is_file() or path.stat().st_size > MAX_CONFIG_BYTES:
+        return {}
+    try:
+        card = metadata_load(path) or {}
+    except Exception:  # malformed YAML in an untrusted card: index the checkpoint without it
+        return {}
+
+    def strings(value: Any) -> list[str] | None:
+        values = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+        return [v for v in values if isinstance(v, str)] or None
+
+    license_ = card.get("license")
+    return {
+        "base_models": strings(card.get("base_model")),
+        "license": license_ if isinstance(license_, str) else None,
+        "datasets": strings(card.get("datasets")),
+        "pipeline_tag": card.get("pipeline_tag") if isinstance(card.get("pipeline_tag"), str) else None,
+        "tags": strings(card.get("tags")),
+    }
 
 
 def describe_folder(folder: Path, files: list[Path]) -> dict[str, Any]:
@@ -113,28 +154,33 @@ def describe_folder(folder: Path, files: list[Path]) -> dict[str, Any]:
     config = read_config(folder)
     is_timm = "architecture" in config and ("pretrained_cfg" in config or "num_features" in config)
     weights = []
-    params: dict[str, int] = {}
+    weight_paths = []
     for path in files:
         name = path.relative_to(folder).as_posix()
         if not name.endswith(WEIGHT_SUFFIXES):
             continue
-        blob = path.resolve().name
-        sha256 = blob if len(blob) == 64 and all(c in "0123456789abcdef" for c in blob) else None
-        weights.append({"name": name, "size": path.stat().st_size, "sha256": sha256})
+        blob = path.resolve()
+        # In a Hub cache, an LFS file's blob is named by its sha256; elsewhere a name proves nothing.
+        is_sha256 = blob.parent.name == "blobs" and len(blob.name) == 64 and all(
+            c in "0123456789abcdef" for c in blob.name
+        )
+        weights.append({"name": name, "size": path.stat().st_size, "sha256": blob.name if is_sha256 else None})
+        weight_paths.append(path)
+    # Count one copy of the weights: the safetensors files if any, else the pickled state dicts
+    # (repos often ship the same weights in both formats).
+    safetensors = [p for p in weight_paths if p.name.endswith(".safetensors")]
+    counted = safetensors or [p for p in weight_paths if p.name.endswith((".pth", ".pt", ".bin", ".ckpt"))]
+    params: dict[str, int] = {}
+    for path in counted:
         try:
-            if name.endswith(".safetensors"):
-                counts = safetensors_params(path)
-            elif name.endswith((".pth", ".pt", ".bin")) and not any(w["name"].endswith(".safetensors") for w in weights):
-                counts = torch_params(path)
-            else:
-                counts = {}
+            counts = safetensors_params(path) if safetensors else torch_params(path)
         except Exception:  # unreadable weights still get indexed; probing will report them
             counts = {}
         for dtype, count in counts.items():
             params[dtype] = params.get(dtype, 0) + count
     pretrained_cfg = config.get("pretrained_cfg") if is_timm else None
     architectures = config.get("architectures") if not is_timm else [config.get("architecture")]
-    return {
+    return read_card(folder) | {
         "library_name": "timm" if is_timm else ("transformers" if "model_type" in config else None),
         "model_type": config.get("architecture") if is_timm else config.get("model_type"),
         "architectures": [str(a) for a in architectures] if isinstance(architectures, list) else None,
@@ -164,6 +210,7 @@ class LocalCrawler(Crawler):
     folder_owned: ClassVar[frozenset[str]] = frozenset({
         "repo_id", "sha", "local_path", "local_sha", "library_name", "model_type", "architectures",
         "num_classes", "num_features", "pretrained_cfg", "weight_files", "params_total", "params_by_dtype",
+        "base_models", "license", "datasets", "pipeline_tag", "tags",
     })
 
     @classmethod
@@ -173,13 +220,16 @@ class LocalCrawler(Crawler):
     def query_key(self) -> str:
         return f"local:{Path(self.options['path']).expanduser().resolve()}"
 
-    def crawl(self, ctx: Any) -> Iterator[CrawlEvent]:
+    def validate(self) -> None:
         path = Path(self.options["path"]).expanduser()
         if not path.exists():
             raise UsageError(f"{path}: no such folder (give a Hugging Face cache or a folder of checkpoints)")
         if not path.is_dir():
             raise UsageError(f"{path}: not a folder (give a Hugging Face cache or a folder of checkpoints)")
-        path = path.resolve()
+
+    def crawl(self, ctx: Any) -> Iterator[CrawlEvent]:
+        self.validate()
+        path = Path(self.options["path"]).expanduser().resolve()
         if (path / "hub").is_dir() and is_hf_cache(path / "hub"):
             path = path / "hub"  # HF_HOME given instead of HF_HUB_CACHE
         if is_hf_cache(path):
@@ -187,7 +237,9 @@ class LocalCrawler(Crawler):
         elif is_checkpoint_folder(path):
             yield from self.crawl_folder(path)
         else:
-            folders = sorted(p for p in path.iterdir() if is_checkpoint_folder(p))
+            # Links to folders elsewhere are not followed: only what lies inside PATH is indexed
+            # (and a link to a sibling folder is that folder, indexed once).
+            folders = sorted({p.resolve() for p in path.iterdir() if _inside(p, path) and is_checkpoint_folder(p)})
             if not folders:
                 raise UsageError(f"{path}: no checkpoints found (no config.json or weight files, no models--* folders)")
             ctx.progress.total = len(folders)
@@ -199,7 +251,10 @@ class LocalCrawler(Crawler):
 
         info = scan_cache_dir(cache_dir)
         for warning in info.warnings:
-            yield CrawlFailure(str(getattr(warning, "args", [warning])[0])[:200], "bad-cache-entry", str(warning)[:300])
+            # The message names a path inside the broken repo folder: that folder is the subject.
+            folder = re.search(r"(?:models|datasets|spaces)--[^/\s]+", str(warning))
+            subject = str(cache_dir / folder.group(0)) if folder else str(cache_dir)
+            yield CrawlFailure(subject, "bad-cache-entry", str(warning)[:300])
         repos = sorted((r for r in info.repos if r.repo_type == "model"), key=lambda r: r.repo_id)
         ctx.progress.total = len(repos)
         for repo in repos:

@@ -21,9 +21,12 @@ METADATA_FILE = "model_metadata-in1k.csv"
 
 # Upstream-data tokens that appear in timm pretrained tags, largest/most specific first.
 UPSTREAM_TAG_TOKENS = (
-    "lvd142m", "dfn5b", "dfn2b", "datacompxl", "laion2b", "laion400m", "merged2b", "metaclip",
-    "openai", "webli", "ig3b", "ig1b", "jft300m", "m38m", "yfcc", "in22k", "in21k", "in12k", "in1k",
+    "lvd1689m", "sat493m", "lvd142m", "dfn5b", "dfn2b", "datacompxl", "datacomp1b", "laion2b",
+    "laion400m", "merged2b", "metaclip", "openai", "webli", "ig3b", "ig1b", "jft300m", "jft",
+    "m38m", "m30m", "sa1b", "yfcc100m", "yfcc15m", "yfcc", "cc12m", "in22k", "in21k", "in12k", "in1k",
 )
+# Tag tokens that abbreviate a dataset name (`ns_jft_in1k`: Noisy Student on JFT-300M).
+UPSTREAM_TOKEN_NAMES = {"jft": "jft300m"}
 
 
 def _float(value: str | None) -> float | None:
@@ -44,13 +47,21 @@ def load_results(results_dir: Path) -> dict[str, list[dict[str, str]]]:
     return grouped
 
 
-def load_upstream(results_dir: Path) -> dict[str, str]:
-    """model_metadata-in1k.csv: {model or architecture name: pretraining data}."""
+def load_upstream(results_dir: Path, renamed: dict[str, str | None] | None = None) -> dict[str, str]:
+    """model_metadata-in1k.csv: {model or architecture name: pretraining data}.
+
+    The table uses timm's old, untagged names (`tf_efficientnet_b7_ns`); `renamed` (timm's
+    deprecated-name map) adds each under its current `arch.tag` name (`tf_efficientnet_b7.ns_jft_in1k`).
+    """
     path = results_dir / METADATA_FILE
     if not path.is_file():
         return {}
     with path.open(newline="") as handle:
-        return {row["model"]: row["pretrain"] for row in csv.DictReader(handle)}
+        upstream = {row["model"]: row["pretrain"] for row in csv.DictReader(handle)}
+    for old_name, new_name in (renamed or {}).items():
+        if old_name in upstream and new_name and "." in new_name:
+            upstream.setdefault(new_name, upstream[old_name])
+    return upstream
 
 
 def pick_result(rows: list[dict[str, str]], cfg: dict[str, Any]) -> dict[str, str] | None:
@@ -64,15 +75,20 @@ def pick_result(rows: list[dict[str, str]], cfg: dict[str, Any]) -> dict[str, st
     return max(rows, key=lambda r: _float(r["top1"]) or 0.0)
 
 
-def upstream_of(name: str, architecture: str, tag: str, upstream: dict[str, str]) -> str | None:
-    """Pretraining data: the metadata table first, else the dataset named in the tag."""
+def upstream_of(name: str, architecture: str, tag: str, upstream: dict[str, str],
+                default_tag: bool = True) -> str | None:
+    """Pretraining data: the metadata table first, else the dataset named in the tag.
+
+    An entry for the bare architecture describes the weights that name used to load, i.e. its
+    default tag; other tags of the architecture (`.mae`, `.dino`) were trained differently.
+    """
     if name in upstream:
         return upstream[name]
     tokens = re.split(r"[_\-]", tag or "")
     for token in UPSTREAM_TAG_TOKENS:
         if token in tokens:
-            return token
-    return upstream.get(architecture)
+            return UPSTREAM_TOKEN_NAMES.get(token, token)
+    return upstream.get(architecture) if default_tag else None
 
 
 class TimmCrawler(Crawler):
@@ -101,23 +117,31 @@ class TimmCrawler(Crawler):
                          default=None, help="Folder with results-imagenet.csv [default: index_data/timm]."),
         ]
 
+    def validate(self) -> None:
+        load_results(Path(self.options.get("results_dir") or SHIPPED_TIMM_RESULTS))
+
     def crawl(self, ctx: Any) -> Iterator[CrawlEvent]:
         from hubindex.torch_compat import import_timm
 
+        results_dir = Path(self.options.get("results_dir") or SHIPPED_TIMM_RESULTS)
+        results = load_results(results_dir)
         timm = import_timm()
-        results_dir = self.options.get("results_dir") or SHIPPED_TIMM_RESULTS
-        results = load_results(Path(results_dir))
-        upstream = load_upstream(Path(results_dir))
+        upstream = load_upstream(results_dir, timm.models.get_deprecated_models())
         pattern = self.options.get("pattern")
         names = timm.list_pretrained(pattern) if pattern else timm.list_pretrained()
         if self.options.get("limit"):
             names = names[: self.options["limit"]]
         ctx.progress.total = len(names)
+        default_tags: dict[str, str] = {}
         for name in names:
-            yield self.record(name, timm.models.get_pretrained_cfg(name).to_dict(), results, upstream)
+            architecture = name.partition(".")[0]
+            if architecture not in default_tags:
+                default_tags[architecture] = getattr(timm.models.get_pretrained_cfg(architecture), "tag", None)
+            cfg = timm.models.get_pretrained_cfg(name).to_dict()
+            yield self.record(name, cfg, results, upstream, default_tag=cfg.get("tag") == default_tags[architecture])
 
     def record(self, name: str, cfg: dict[str, Any], results: dict[str, list[dict[str, str]]],
-               upstream: dict[str, str]) -> CheckpointRecord:
+               upstream: dict[str, str], default_tag: bool = True) -> CheckpointRecord:
         architecture, _, tag = name.partition(".")
         result = pick_result(results.get(name, []), cfg)
         num_classes = cfg.get("num_classes")
@@ -140,7 +164,7 @@ class TimmCrawler(Crawler):
             "in1k_top1": _float(result["top1"]) if result else None,
             "in1k_top5": _float(result["top5"]) if result else None,
             "in1k_img_size": int(result["img_size"]) if result else None,
-            "upstream_data": upstream_of(name, architecture, tag, upstream),
+            "upstream_data": upstream_of(name, architecture, tag, upstream, default_tag),
             "num_classes": num_classes,
             "input_size": list(cfg["input_size"]) if cfg.get("input_size") else None,
             "hf_hub_id": cfg.get("hf_hub_id"),

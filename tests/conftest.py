@@ -2,14 +2,50 @@
 
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
 from hubindex.cli import main
 from hubindex.index import Index
+
+
+@dataclass
+class Zoo:
+    """A zoo built by `hubindex zoo build` (a Hugging Face cache folder)."""
+
+    out: Path
+    results: dict[str, Any]  # repo_id -> hubindex_plugins.zoo.MemberResult
+    seconds: float
+
+    def snapshot(self, repo_id: str) -> Path:
+        return self.results[repo_id].snapshot
+
+    def lineage(self, repo_id: str) -> dict[str, Any]:
+        from hubindex_plugins.zoo import LINEAGE_FILE
+
+        return json.loads((self.snapshot(repo_id) / LINEAGE_FILE).read_text())
+
+    def card(self, repo_id: str) -> dict[str, Any]:
+        from huggingface_hub import metadata_load
+
+        return metadata_load(self.snapshot(repo_id) / "README.md") or {}
+
+
+@pytest.fixture(scope="session")
+def zoo(tmp_path_factory: pytest.TempPathFactory) -> Zoo:
+    """The whole real zoo, built once per session with the function the CLI uses (20-45 s)."""
+    from hubindex_plugins.zoo import build_zoo
+
+    out = tmp_path_factory.mktemp("zoo")
+    start = time.perf_counter()
+    results = build_zoo(out, progress=False)
+    return Zoo(out, {r.repo_id: r for r in results}, time.perf_counter() - start)
 
 
 @dataclass

@@ -90,7 +90,8 @@ def test_upsert_owned_columns_overwrite_others_fill_gaps(catalog: Catalog) -> No
         "hf:org/m", {"sha": "b" * 40, "license": "gpl", "local_path": "/x", "params_total": 7}
     )
     result = catalog.upsert_checkpoints([local], source="local", owned_columns={"local_path"})
-    assert result.changed == ["hf:org/m"]  # its sha differs from the stored one
+    # Its sha differs, but sha is not this crawler's to write: nothing it owns changed.
+    assert (result.changed, result.unchanged) == ([], ["hf:org/m"])
     row = _row(catalog, "hf:org/m")
     assert (row["sha"], row["license"], row["local_path"], row["params_total"]) == ("a" * 40, "mit", "/x", 7)
     assert row["source"] == "hf"
@@ -182,3 +183,19 @@ def test_second_writer_gets_a_clear_busy_error(tmp_path: Path) -> None:
         assert result.stderr.count("\n") == 1 and result.stderr.startswith("hubindex: error: catalog")
     finally:
         holder.communicate("")
+
+
+def test_values_of_the_wrong_kind_do_not_sink_the_batch(catalog: Catalog) -> None:
+    owned = {"sha", "params_total", "tags", "license"}
+    records = [
+        CheckpointRecord("x:good", {"sha": "1", "params_total": 5, "tags": ["a"], "license": "mit"}),
+        CheckpointRecord("x:string-count", {"sha": "2", "params_total": "lots", "tags": ["b"], "license": "mit"}),
+        CheckpointRecord("x:mixed-list", {"sha": "3", "params_total": 7, "tags": ["c", 4], "license": "mit"}),
+    ]
+    result = catalog.upsert_checkpoints(records, source="x", owned_columns=owned)
+    assert result.added == ["x:good", "x:string-count"]
+    assert [cid for cid, _ in result.rejected] == ["x:mixed-list"]
+    assert _row(catalog, "x:good")["params_total"] == 5
+    # A value that cannot be cast to the column's type is stored as NULL; the row still lands.
+    assert _row(catalog, "x:string-count")["params_total"] is None
+    assert catalog.checkpoint("x:mixed-list") is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hubindex.kappa import TensorSketch, kappa_matrix, kappa_pair
+from hubindex.kappa import TensorSketch, _gram_route_is_cheaper, kappa_matrix, kappa_pair
 
 
 def direct_kappa(a: np.ndarray, b: np.ndarray, centered: bool = True) -> float:
@@ -35,6 +35,17 @@ def test_matrix_matches_direct_formula(zoo: list[np.ndarray], centered: bool) ->
     for i, a in enumerate(zoo):
         for j, b in enumerate(zoo):
             assert values[i, j] == pytest.approx(direct_kappa(a, b, centered), abs=1e-6)
+
+
+def test_wide_features_take_the_gram_route_and_match() -> None:
+    rng = np.random.default_rng(2)
+    shared = rng.normal(size=(40, 10))
+    zoo = [shared @ rng.normal(size=(10, d)) + rng.normal(size=(40, d)) for d in (200, 300, 250)]
+    assert _gram_route_is_cheaper([200, 300, 250], 40)
+    values = kappa_matrix(zoo).values
+    for i, a in enumerate(zoo):
+        for j, b in enumerate(zoo):
+            assert values[i, j] == pytest.approx(direct_kappa(a, b), abs=1e-9)
 
 
 def test_properties(zoo: list[np.ndarray]) -> None:

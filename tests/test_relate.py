@@ -1,0 +1,161 @@
+"""`hubindex kappa` (catalog and array modes), `neighbors` and `plot kappa` on a real store and catalog."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from test_kappa import direct_kappa
+
+from hubindex.catalog import utcnow
+from hubindex.index import Index
+from hubindex.store import EmbeddingStore, embedding_key
+
+CORPUS_HASH = "f" * 64
+
+
+def family(seed: int = 0, m: int = 120) -> dict[str, np.ndarray]:
+    """Feature matrices of related and unrelated 'checkpoints' on the same m items."""
+    rng = np.random.default_rng(seed)
+    parent = rng.normal(size=(m, 24))
+    other = rng.normal(size=(m, 24))
+    return {
+        "t:parent": parent @ rng.normal(size=(24, 48)),
+        "t:child": parent @ rng.normal(size=(24, 32)) + 0.3 * rng.normal(size=(m, 32)),
+        "t:cousin": np.tanh(parent[:, :12]) @ rng.normal(size=(12, 20)) + 1.0 * rng.normal(size=(m, 20)),
+        "t:stranger": other @ rng.normal(size=(24, 40)),
+        "t:noise": rng.normal(size=(m, 64)),
+    }
+
+
+def register(index: Index, checkpoint_id: str, features: np.ndarray, sha: str = "1") -> None:
+    """Store features and register them as the probe pipeline does."""
+    key = embedding_key(sha + checkpoint_id, CORPUS_HASH, "last", "test")
+    stored = EmbeddingStore(index.root).write(key, features)
+    with index.open_catalog() as catalog:
+        catalog.conn.execute(
+            "INSERT OR REPLACE INTO embeddings VALUES (?, ?, 'toy-corpus', ?, 'last', 'test', 'test', '1', ?, ?, ?, ?, ?, 0.0, ?)",
+            [checkpoint_id, sha, CORPUS_HASH, stored.n_items, stored.n_kept, stored.dim, stored.path,
+             stored.sha256, utcnow()],
+        )
+
+
+def kappa_json(hubindex: Any) -> dict[str, Any]:
+    result = hubindex("kappa", "--json")
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_catalog_kappa_matches_direct_and_is_incremental(index: Index, hubindex: Any) -> None:
+    zoo = family()
+    names = list(zoo)
+    for name in names[:4]:
+        register(index, name, zoo[name])
+    first = hubindex("kappa")
+    assert first.exit_code == 0, first.stderr
+    assert "4 checkpoints, 6 pairs computed, 0 reused" in first.stdout
+
+    register(index, names[4], zoo[names[4]])
+    second = hubindex("kappa")
+    assert "5 checkpoints, 4 pairs computed, 6 reused" in second.stdout
+
+    # A checkpoint whose sha changed gets its pairs recomputed, the others are reused.
+    register(index, "t:child", zoo["t:child"] * 2.0, sha="2")
+    third = hubindex("kappa")
+    assert "5 checkpoints, 4 pairs computed, 6 reused" in third.stdout
+
+    table = kappa_json(hubindex)
+    ids = table["checkpoints"]
+    values = np.array(table["kappa"])
+    assert sorted(ids) == sorted(names)
+    for i, a in enumerate(ids):
+        for j, b in enumerate(ids):
+            assert values[i, j] == pytest.approx(direct_kappa(zoo[a], zoo[b]), abs=1e-6)
+    with index.open_catalog(read_only=True) as catalog:
+        assert catalog.conn.execute("SELECT count(*) FROM kappa").fetchone() == (10,)
+        assert catalog.conn.execute("SELECT count(*) FROM kappa WHERE checkpoint_a >= checkpoint_b").fetchone() == (0,)
+
+    # The family structure: a checkpoint and its child are closer than unrelated checkpoints.
+    position = {name: i for i, name in enumerate(ids)}
+    assert values[position["t:parent"], position["t:child"]] > values[position["t:parent"], position["t:stranger"]]
+
+
+def test_neighbors_find_the_highest_kappa(index: Index, hubindex: Any) -> None:
+    zoo = family(seed=3, m=300)
+    for name, features in zoo.items():
+        register(index, name, features)
+    table = kappa_json(hubindex)
+    values = np.array(table["kappa"])
+    ids = table["checkpoints"]
+    result = hubindex("neighbors", "t:parent", "-k", "2", "--json")
+    assert result.exit_code == 0, result.stderr
+    found = json.loads(result.stdout)
+    row = values[ids.index("t:parent")]
+    exact_order = [ids[i] for i in np.argsort(-row) if ids[i] != "t:parent"]
+    assert [f["checkpoint_id"] for f in found] == exact_order[:2]
+    for entry in found:
+        exact = row[ids.index(entry["checkpoint_id"])]
+        assert abs(entry["kappa_estimate"] - exact) < 0.1
+    missing = hubindex("neighbors", "t:nobody")
+    assert missing.exit_code == 2 and "has no fingerprint" in missing.stderr
+
+
+def test_plot_kappa_writes_png(index: Index, hubindex: Any, tmp_path: Path) -> None:
+    for name, features in family().items():
+        register(index, name, features)
+    assert hubindex("kappa").exit_code == 0
+    out = tmp_path / "kappa.png"
+    result = hubindex("plot", "kappa", "--out", str(out))
+    assert result.exit_code == 0, result.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_array_mode_json_matches_direct(tmp_path: Path, hubindex: Any) -> None:
+    zoo = family(seed=5)
+    paths = []
+    for name, features in zoo.items():
+        path = tmp_path / f"{name.split(':')[1]}.npy"
+        np.save(path, features)
+        paths.append(str(path))
+    result = hubindex("kappa", "--arrays", *paths, "--json")
+    assert result.exit_code == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["n_items"] == 120
+    values = np.array(out["kappa"])
+    features = list(zoo.values())
+    direct = np.array([[direct_kappa(a, b) for b in features] for a in features])
+    assert np.abs(values - direct).max() < 1e-6
+    uncentered = json.loads(hubindex("kappa", "--arrays", *paths, "--json", "--uncentered").stdout)
+    assert np.abs(np.array(uncentered["kappa"]) - np.array(
+        [[direct_kappa(a, b, centered=False) for b in features] for a in features])).max() < 1e-6
+    table = hubindex("kappa", "--arrays", *paths)
+    assert table.exit_code == 0 and "parent" in table.stdout
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda d: [str(d / "a.npy")], "at least two"),
+        (lambda d: [str(d / "a.npy"), str(d / "missing.npy")], "no such file"),
+        (lambda d: [str(d / "a.npy"), str(d / "short.npy")], "same number of rows"),
+        (lambda d: [str(d / "a.npy"), str(d / "text.npy")], "not a .npy"),
+        (lambda d: [str(d / "a.npy"), str(d / "vector.npy")], "2-D"),
+    ],
+)
+def test_array_mode_bad_input(tmp_path: Path, hubindex: Any, setup: Any, message: str) -> None:
+    np.save(tmp_path / "a.npy", np.random.default_rng(0).normal(size=(10, 3)))
+    np.save(tmp_path / "short.npy", np.ones((9, 3)))
+    np.save(tmp_path / "vector.npy", np.ones(10))
+    (tmp_path / "text.npy").write_text("not numpy")
+    result = hubindex("kappa", "--arrays", *setup(tmp_path))
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1 and message in result.stderr
+
+
+def test_kappa_without_probes_is_a_clear_error(hubindex: Any) -> None:
+    result = hubindex("kappa")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("hubindex: error: no checkpoint has been probed")
