@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -62,6 +63,34 @@ def run_hubindex(*args: str, index_dir: Path | None = None) -> CliResult:
     with runner.isolation() as (out, err, _):
         code = main(argv)
     return CliResult(code, out.getvalue().decode(), err.getvalue().decode())
+
+
+def assert_one_line_error(result: CliResult, *fragments: str, exit_code: int | None = None) -> str:
+    """A failed command printed exactly one `hubindex: error:` line (holding the fragments), nothing else."""
+    assert result.exit_code != 0
+    if exit_code is not None:
+        assert result.exit_code == exit_code, result
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("hubindex: error: "), result.stderr
+    assert result.stdout == "", result.stdout
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def catalog_snapshot(index: Index) -> dict:
+    """Everything in the catalog, plus the file's bytes."""
+    with index.open_catalog(read_only=True) as catalog:
+        tables = {
+            name: catalog.conn.execute(f"SELECT * FROM {name} ORDER BY ALL").fetchall()
+            for (name,) in catalog.conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
+                "AND table_catalog = current_database() ORDER BY 1"
+            ).fetchall()
+        }
+    files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in index.root.iterdir()}
+    return {"tables": tables, "files": files}
 
 
 @pytest.fixture

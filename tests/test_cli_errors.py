@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 import sys
 import textwrap
@@ -10,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import assert_one_line_error, catalog_snapshot
 from click.testing import CliRunner
 
 from hubindex.cli import main
@@ -24,25 +24,8 @@ class CliResult:
     stderr: str
 
 
-def assert_one_line_error(result, exit_code: int | None = None) -> str:  # noqa: ANN001 - a CliResult
-    assert result.exit_code != 0
-    if exit_code is not None:
-        assert result.exit_code == exit_code
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("hubindex: error: "), result.stderr
-    assert result.stdout == ""
-    return lines[0]
 
 
-def snapshot(index: Index) -> dict:
-    with index.open_catalog(read_only=True) as catalog:
-        tables = {
-            name: catalog.conn.execute(f"SELECT * FROM {name} ORDER BY ALL").fetchall()
-            for name in ("checkpoints", "crawl_runs", "failures", "schema_migrations")
-        }
-    files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in index.root.iterdir()}
-    return {"tables": tables, "files": files}
 
 
 @pytest.fixture
@@ -57,11 +40,11 @@ def catalog(index: Index) -> Index:
 
 
 def test_unknown_crawl_source(hubindex, catalog: Index) -> None:
-    before = snapshot(catalog)
+    before = catalog_snapshot(catalog)
     line = assert_one_line_error(hubindex("crawl", "nosuch"), exit_code=2)
     assert "unknown crawl source 'nosuch'" in line
     assert "hf" in line and "local" in line and "timm" in line  # the sources that exist
-    assert snapshot(catalog) == before
+    assert catalog_snapshot(catalog) == before
 
 
 def test_unknown_crawl_source_creates_no_index(hubindex, index_dir: Path) -> None:
@@ -88,10 +71,10 @@ def test_unknown_crawl_source_creates_no_index(hubindex, index_dir: Path) -> Non
     ],
 )
 def test_bad_arguments_are_one_line(hubindex, catalog: Index, args: tuple[str, ...], expected: str) -> None:
-    before = snapshot(catalog)
+    before = catalog_snapshot(catalog)
     line = assert_one_line_error(hubindex(*args), exit_code=2)
     assert expected in line
-    assert snapshot(catalog) == before
+    assert catalog_snapshot(catalog) == before
 
 
 def run_plain(*args: str) -> CliResult:

@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import assert_one_line_error
 
 from hubindex.index import Index
 from hubindex.torch_compat import import_timm
@@ -29,11 +30,6 @@ def summary(stdout: str) -> dict[str, int]:
     return {k: int(v) for k, v in match.groupdict().items()}
 
 
-def assert_one_line_error(result) -> None:  # noqa: ANN001 - conftest's CliResult
-    assert result.exit_code != 0
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("hubindex: error: "), result.stderr
 
 
 def table(index: Index, sql: str = "SELECT * FROM checkpoints ORDER BY checkpoint_id",

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import assert_one_line_error
 from click.testing import CliRunner
 
 from hubindex.cli import main
@@ -39,11 +40,6 @@ def summary(stdout: str) -> dict[str, int]:
     return {k: int(v) for k, v in match.groupdict().items()}
 
 
-def assert_one_line_error(code: int, stderr: str) -> None:
-    assert code != 0
-    lines = stderr.splitlines()
-    assert len(lines) == 1, stderr
-    assert lines[0].startswith("hubindex: error: "), stderr
 
 
 def rows(index_dir: Path, sql: str, params: list | None = None) -> list[tuple]:
@@ -230,7 +226,7 @@ def test_missing_results_folder_is_a_one_line_error(hubindex, index_dir: Path, t
 
     missing = tmp_path / "no-such-folder"
     result = hubindex("crawl", "timm", "--results", str(missing))
-    assert_one_line_error(result.exit_code, result.stderr)
+    assert_one_line_error(result)
     assert str(missing) in result.stderr and "results-imagenet.csv" in result.stderr
     assert result.stdout == ""
     assert rows(index_dir, "SELECT * FROM checkpoints") == before
@@ -243,6 +239,6 @@ def test_results_folder_without_the_table_is_a_one_line_error(hubindex, index_di
     folder.mkdir()
     shutil.copy(SHIPPED_TIMM_RESULTS / "model_metadata-in1k.csv", folder)  # but no results-imagenet.csv
     result = hubindex("crawl", "timm", "--results", str(folder))
-    assert_one_line_error(result.exit_code, result.stderr)
+    assert_one_line_error(result)
     assert "results-imagenet.csv" in result.stderr
     assert not (index_dir / "catalog.duckdb").exists()  # refused before anything was written

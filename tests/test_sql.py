@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import time
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from conftest import assert_one_line_error, catalog_snapshot
 
 from hubindex.catalog import _first_line
 from hubindex.cli import format_rows
@@ -66,27 +66,8 @@ WRITES = {
 }
 
 
-def assert_one_line_error(result) -> str:  # noqa: ANN001 - conftest's CliResult
-    assert result.exit_code != 0
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("hubindex: error: "), result.stderr
-    assert result.stdout == ""
-    return lines[0]
 
 
-def snapshot(index: Index) -> dict:
-    """Everything in the catalog, plus the file's bytes."""
-    with index.open_catalog(read_only=True) as catalog:
-        tables = {
-            name: catalog.conn.execute(f"SELECT * FROM {name} ORDER BY ALL").fetchall()
-            for (name,) in catalog.conn.execute(
-                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
-                "AND table_catalog = current_database() ORDER BY 1"
-            ).fetchall()
-        }
-    files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in index.root.iterdir()}
-    return {"tables": tables, "files": files}
 
 
 @pytest.fixture
@@ -293,10 +274,10 @@ def test_other_read_only_statements(hubindex, catalog: Index) -> None:
 def test_writes_are_refused(hubindex, catalog: Index, tmp_path: Path, name: str) -> None:
     target = tmp_path / "target"
     target.mkdir()
-    before = snapshot(catalog)
+    before = catalog_snapshot(catalog)
     result = hubindex("sql", WRITES[name].format(tmp=target))
     assert_one_line_error(result)
-    assert snapshot(catalog) == before
+    assert catalog_snapshot(catalog) == before
     assert list(target.iterdir()) == []  # nothing written through COPY, ATTACH or EXPORT
     assert hubindex("sql", "SELECT count(*) AS n FROM checkpoints", "--format", "csv").stdout == "n\n3\n"
 

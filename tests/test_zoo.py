@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Zoo, run_hubindex
+from conftest import Zoo, assert_one_line_error, run_hubindex
 
 import hubindex_plugins.zoo as zoo_plugin
 from hubindex.torch_compat import ensure_torchvision, import_timm
@@ -407,12 +407,6 @@ def test_same_recipe_gives_the_same_commit_and_broken_members_are_rebuilt(zoo: Z
 # ------------------------------------------------------------------------------ errors users cause
 
 
-def assert_one_line_error(result: Any, *fragments: str) -> None:
-    assert result.exit_code != 0
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("hubindex: error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_missing_zoo_packages_are_named_with_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
