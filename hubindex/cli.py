@@ -320,7 +320,9 @@ def kappa_command(index: Index, files: tuple[str, ...], array_mode: bool, corpus
         return
     click.echo(update.line() + f"; fingerprints: {added} new, {kept} kept")
     if len(ids) <= 12:
-        click.echo(_matrix_text([i.split(":", 1)[-1][-28:] for i in ids], values), nl=False)
+        from hubindex.plots import short_name
+
+        click.echo(_matrix_text([short_name(i.rsplit("/", 1)[-1], 28) for i in ids], values), nl=False)
 
 
 @cli.command("neighbors")

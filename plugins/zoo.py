@@ -277,7 +277,7 @@ def build_zoo(out: Path, names: Iterable[str] | None = None, progress: bool = Tr
         require_packages(p for m in todo for p in m.packages)
         from tqdm.auto import tqdm
 
-        with tqdm(todo, desc="zoo", unit="model", disable=not progress) as bar:
+        with tqdm(todo, desc="zoo", unit="model", disable=None if progress else True) as bar:
             for member in bar:
                 bar.set_postfix_str(member.name)
                 results[member.repo_id] = build_member(member, out, staging, progress)
@@ -626,7 +626,7 @@ def recipe_bbc_finetune(folder: Path, member: Member, progress: bool, steps: int
 
     model.train()
     losses = []
-    for step in tqdm(range(steps), desc=member.name, leave=False, disable=not progress):
+    for step in tqdm(range(steps), desc=member.name, leave=False, disable=None if progress else True):
         indices = train[step * batch_size:(step + 1) * batch_size]
         loss = torch.nn.functional.cross_entropy(logits(indices), torch.tensor([labels[i] for i in indices]))
         optimizer.zero_grad()
@@ -791,7 +791,7 @@ def recipe_digits_finetune(folder: Path, member: Member, progress: bool, steps: 
     ])
     model.eval()  # BatchNorm statistics frozen (and no dropout): see above
     losses = []
-    for step in tqdm(range(steps), desc=member.name, leave=False, disable=not progress):
+    for step in tqdm(range(steps), desc=member.name, leave=False, disable=None if progress else True):
         indices = train[step * batch_size:(step + 1) * batch_size]
         batch = digits_batch(images[indices], size, cfg["mean"], cfg["std"])
         loss = torch.nn.functional.cross_entropy(model(batch), targets[indices])
