@@ -224,11 +224,8 @@ class Catalog:
 
     def checkpoint(self, checkpoint_id: str) -> dict[str, Any] | None:
         """One checkpoint row as a dict, or None."""
-        cur = self.conn.execute("SELECT * FROM checkpoints WHERE checkpoint_id = ?", [checkpoint_id])
-        row = cur.fetchone()
-        if row is None:
-            return None
-        return dict(zip([d[0] for d in cur.description], row))
+        rows = self.checkpoint_rows([checkpoint_id])
+        return rows[0] if rows else None
 
     # ---------------------------------------------------------------- runs and failures
 

@@ -17,7 +17,7 @@ from hubindex import __version__
 from hubindex.catalog import DEFAULT_ROW_CAP, DEFAULT_TIMEOUT_S, run_readonly_query
 from hubindex.errors import HubindexError, UsageError
 from hubindex.index import INDEX_ENV, Index, resolve_index_dir
-from hubindex.plugins import crawlers, describe_plugins, pm
+from hubindex.plugins import REGISTRIES, crawlers, describe_plugins, pm
 
 
 class HubindexGroup(click.Group):
@@ -62,10 +62,9 @@ def plugins_command(as_json: bool) -> None:
         return
     from tabulate import tabulate
 
-    keys = ("crawlers", "corpora", "probes", "metrics", "queries")
     rows = []
     for entry in described:
-        registers = "; ".join(f"{k}: {', '.join(entry[k])}" for k in keys if k in entry)
+        registers = "; ".join(f"{k}: {', '.join(entry[k])}" for k in REGISTRIES if k in entry)
         rows.append([entry["name"], "built-in" if entry["builtin"] else "third-party",
                      ", ".join(entry["hooks"]), registers])
     click.echo(tabulate(rows, headers=["plugin", "kind", "hooks", "registers"]))

@@ -7,7 +7,7 @@ import os
 import sys
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, TypeVar
 
 import pluggy
 
@@ -167,7 +167,3 @@ def describe_plugins() -> list[dict[str, Any]]:
             entry["version"] = version
         out.append(entry)
     return sorted(out, key=lambda e: (not e["builtin"], e["name"]))
-
-
-def iter_plugin_names() -> Iterable[str]:
-    return (pm.get_name(p) for p in pm.get_plugins())

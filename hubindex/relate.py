@@ -218,7 +218,8 @@ def update_fingerprints(
     relative = fingerprint_path(corpus, dim)
     index = _load_fingerprint_index(index_root, relative, dim)
     # The table is the truth: drop rows a crash left behind and rows being replaced.
-    keep_ids = {fp for cid, (sha, fp) in current.items() if cid not in {p.checkpoint_id for p in todo}}
+    replaced = {p.checkpoint_id for p in todo}
+    keep_ids = {fp for cid, (_, fp) in current.items() if cid not in replaced}
     present = faiss.vector_to_array(index.id_map).astype(np.int64) if index.ntotal else np.array([], np.int64)
     stale = np.array([i for i in present if i not in keep_ids], dtype=np.int64)
     if stale.size:

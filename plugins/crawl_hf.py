@@ -271,6 +271,16 @@ def flatten_model_index(model_index: Any) -> list[dict[str, Any]] | None:
     return rows or None
 
 
+def _get_json(api: Any, path: str, params: dict[str, Any], timeout: float) -> Any:
+    """GET a Hub API path with the client's session, headers and error mapping; the JSON answer."""
+    from huggingface_hub.utils import get_session, hf_raise_for_status
+
+    response = get_session().get(f"{api.endpoint}{path}", params=params, headers=api._build_hf_headers(),
+                                 timeout=timeout)
+    hf_raise_for_status(response)
+    return response.json()
+
+
 # ------------------------------------------------------------------------------ crawler
 
 
@@ -461,35 +471,16 @@ class HfCrawler(Crawler):
         cannot parse (a dataset without a name, a metric without a type) and raises ValueError on
         one that is not a list; the raw card keeps every row flatten_model_index can use.
         """
-        from huggingface_hub.utils import get_session, hf_raise_for_status
-
-        response = get_session().get(
-            f"{api.endpoint}/api/models/{repo_id}",
-            params={"blobs": True},
-            headers=api._build_hf_headers(),
-            timeout=timeout,
-        )
-        hf_raise_for_status(response)
-        data = response.json()
+        data = _get_json(api, f"/api/models/{repo_id}", {"blobs": True}, timeout)
         if not isinstance(data, dict):
             raise ValueError(f"model_info answered a {type(data).__name__}, not an object")
         return data
 
     def _preflight(self, api: Any, endpoint: str, retry: RetryPolicy) -> None:
         """One small request with our retry policy: fail fast and clearly on a bad endpoint."""
-        from huggingface_hub.utils import get_session, hf_raise_for_status
-
         timeout = float(self.options.get("timeout") or DEFAULT_TIMEOUT_S)
-
-        def probe() -> Any:
-            response = get_session().get(
-                f"{endpoint}/api/models", params={"limit": 1}, headers=api._build_hf_headers(), timeout=timeout
-            )
-            hf_raise_for_status(response)
-            return response.json()
-
         try:
-            answer = retry.call(probe)
+            answer = retry.call(lambda: _get_json(api, "/api/models", {"limit": 1}, timeout))
         except Exception as exc:
             kind, message = describe_error(exc)
             raise HubindexError(f"cannot reach the Hub API at {endpoint} ({kind}): {message}") from None

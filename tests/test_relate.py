@@ -36,11 +36,12 @@ def register(index: Index, checkpoint_id: str, features: np.ndarray, sha: str = 
     key = embedding_key(sha + checkpoint_id, CORPUS_HASH, "last", "test")
     stored = EmbeddingStore(index.root).write(key, features)
     with index.open_catalog() as catalog:
-        catalog.conn.execute(
-            "INSERT OR REPLACE INTO embeddings VALUES (?, ?, 'toy-corpus', ?, 'last', 'test', 'test', '1', ?, ?, ?, ?, ?, 0.0, ?)",
-            [checkpoint_id, sha, CORPUS_HASH, stored.n_items, stored.n_kept, stored.dim, stored.path,
-             stored.sha256, utcnow()],
-        )
+        catalog.register_embedding({
+            "checkpoint_id": checkpoint_id, "checkpoint_sha": sha, "corpus": "toy-corpus",
+            "corpus_hash": CORPUS_HASH, "layer": "last", "pooling": "test", "probe": "test",
+            "probe_version": "1", "n_items": stored.n_items, "n_kept": stored.n_kept, "dim": stored.dim,
+            "path": stored.path, "file_sha256": stored.sha256, "seconds": 0.0, "created_at": utcnow(),
+        })
 
 
 def kappa_json(hubindex: Any) -> dict[str, Any]:
