@@ -100,7 +100,7 @@ def main() -> None:
             model = probe.create_model(row)
             transform = timm.data.create_transform(**timm.data.resolve_data_config(model=model), is_training=False)
             bare = best_of(args.repeats, lambda: bare_image(model, transform, corpus.items, probe.batch_size))
-            probed = best_of(args.repeats, lambda: probe.features(model, transform, corpus.items))
+            probed = best_of(args.repeats, lambda: probe.features(model, transform, corpus.items)[0])
         corpus_spec = corpus.name
         started = time.perf_counter()
         first = run_probe(index, [row["checkpoint_id"]], corpus_spec, device="cpu", batch_size=32,

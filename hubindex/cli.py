@@ -8,6 +8,7 @@ import io
 import json
 import math
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,10 @@ from hubindex.catalog import DEFAULT_ROW_CAP, DEFAULT_TIMEOUT_S, run_readonly_qu
 from hubindex.errors import HubindexError, UsageError
 from hubindex.index import INDEX_ENV, Index, resolve_index_dir
 from hubindex.plugins import REGISTRIES, crawlers, describe_plugins, pm
+
+
+# A share strictly between 0 and 1 (e.g. of examples held out).
+FRACTION = click.FloatRange(0.0, 1.0, min_open=True, max_open=True)
 
 
 class HubindexGroup(click.Group):
@@ -70,6 +75,14 @@ def plugins_command(as_json: bool) -> None:
     click.echo(tabulate(rows, headers=["plugin", "kind", "hooks", "registers"]))
 
 
+def print_failures(failures: list[Any], shown: int = 10) -> None:
+    """The first failures of a run on stderr; the rest are in the failures table."""
+    for failure in failures[:shown]:
+        click.echo(f"  failed {failure.subject}: {failure.kind}: {failure.message}", err=True)
+    if len(failures) > shown:
+        click.echo(f"  ... {len(failures) - shown} more in the failures table", err=True)
+
+
 # ------------------------------------------------------------------------------------ crawl
 
 
@@ -91,10 +104,7 @@ class CrawlGroup(HubindexGroup):
 
             summary = run_crawl(index, crawler_cls(**options))
             click.echo(summary.line())
-            for failure in summary.failures[:10]:
-                click.echo(f"  failed {failure.subject}: {failure.kind}: {failure.message}", err=True)
-            if len(summary.failures) > 10:
-                click.echo(f"  ... {len(summary.failures) - 10} more in the failures table", err=True)
+            print_failures(summary.failures)
 
         return click.Command(
             name,
@@ -230,10 +240,7 @@ def probe_command(index: Index, checkpoint_ids: tuple[str, ...], corpus_spec: st
     ids = select_checkpoints(index, where, checkpoint_ids)
     summary = run_probe(index, ids, corpus_spec, device=device, batch_size=batch_size, max_items=max_items)
     click.echo(summary.line())
-    for failure in summary.failures[:10]:
-        click.echo(f"  failed {failure.subject}: {failure.kind}: {failure.message}", err=True)
-    if len(summary.failures) > 10:
-        click.echo(f"  ... {len(summary.failures) - 10} more in the failures table", err=True)
+    print_failures(summary.failures)
 
 
 # ------------------------------------------------------------------------------------ kappa
@@ -368,11 +375,217 @@ def plot_kappa_command(index: Index, out: Path, corpus: str | None, centered: bo
     click.echo(f"wrote {out}")
 
 
+# ------------------------------------------------------------------------------------ tasks
+
+
+@cli.group("task")
+def task_group() -> None:
+    """Labeled tasks that checkpoints are scored on."""
+
+
+@task_group.command("add")
+@click.argument("name")
+@click.option("--images", "images_dir", type=click.Path(path_type=Path), metavar="DIR",
+              help="A folder with one sub-folder of images per class.")
+@click.option("--csv", "csv_file", type=click.Path(path_type=Path), metavar="FILE",
+              help="A CSV file with a header row; name the columns with --text-col and --label-col.")
+@click.option("--arrays", type=(click.Path(path_type=Path), click.Path(path_type=Path)), metavar="X.npy Y.npy",
+              default=None, help="Examples X (images (n,h,w[,c]) or a string array of texts) and labels y (n,).")
+@click.option("--dataset", "dataset_dir", type=click.Path(path_type=Path), metavar="DIR",
+              help="A `datasets` dataset saved with save_to_disk.")
+@click.option("--text-col", metavar="COLUMN", help="Column of texts (--csv, --dataset).")
+@click.option("--image-col", metavar="COLUMN", help="Column of images (--dataset) [default: its only image column].")
+@click.option("--label-col", metavar="COLUMN", help="Column of class labels (--csv, --dataset).")
+@click.option("--validation-fraction", type=FRACTION, default=0.2, show_default=True,
+              help="Share of each class held out for validation.")
+@click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True,
+              help="Seed of the train/validation split (and of seeded metrics).")
+@click.option("--replace", is_flag=True, help="Replace a task of the same name that holds other data.")
+@click.pass_obj
+def task_add_command(index: Index, name: str, images_dir: Path | None, csv_file: Path | None,
+                     arrays: tuple[Path, Path] | None, dataset_dir: Path | None, text_col: str | None,
+                     image_col: str | None, label_col: str | None, validation_fraction: float, seed: int,
+                     replace: bool) -> None:
+    """Add a labeled task: check its examples and labels, split them (seeded, stratified) and
+    keep a copy in the index.
+
+    \b
+    Examples:
+      hubindex task add flowers --images ~/data/flowers        # flowers/daisy/*.jpg, flowers/rose/*.jpg
+      hubindex task add reviews --csv reviews.csv --text-col text --label-col stars
+      hubindex task add digits --arrays X.npy y.npy
+      hubindex task add news --dataset ./ag_news_train --text-col text --label-col label
+    """
+    from hubindex import tasks
+
+    given = [flag for flag, value in (("--images", images_dir), ("--csv", csv_file), ("--arrays", arrays),
+                                      ("--dataset", dataset_dir)) if value is not None]
+    if len(given) != 1:
+        raise UsageError("give exactly one source of examples: --images DIR, --csv FILE, --arrays X.npy y.npy "
+                         f"or --dataset DIR{' (got ' + ', '.join(given) + ')' if given else ''}")
+    tasks.validate_task_name(name)
+    if images_dir is not None:
+        examples = tasks.read_image_folder(images_dir)
+    elif csv_file is not None:
+        examples = tasks.read_csv(csv_file, text_col, label_col)
+    elif arrays is not None:
+        examples = tasks.read_arrays(*arrays)
+    else:
+        examples = tasks.read_dataset(dataset_dir, text_col, image_col, label_col)
+    added = tasks.add_task(index, name, examples, validation_fraction, seed, replace)
+    click.echo(added.line())
+
+
+@task_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def task_list_command(index: Index, as_json: bool) -> None:
+    """List the tasks."""
+    from hubindex.tasks import describe_task, task_rows
+
+    with index.open_catalog(read_only=True) as catalog:
+        rows = [describe_task(row) for row in task_rows(catalog)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    elif rows:
+        click.echo(format_rows(list(rows[0]), [tuple(r.values()) for r in rows], "table"), nl=False)
+    else:
+        click.echo("no tasks yet; add one with `hubindex task add`")
+
+
+@task_group.command("remove")
+@click.argument("name")
+@click.pass_obj
+def task_remove_command(index: Index, name: str) -> None:
+    """Remove a task, its scores and its stored examples."""
+    from hubindex.tasks import remove_task
+
+    removed = remove_task(index, name)
+    click.echo(f"removed task {name!r} and {removed} scores")
+
+
+# ------------------------------------------------------------------------------------ scores
+
+
+@cli.command("score")
+@click.argument("checkpoint_ids", nargs=-1, metavar="[CHECKPOINT_ID]...")
+@click.option("--task", "task_name", required=True, metavar="NAME", help="The task (see `hubindex task list`).")
+@click.option("--metric", "metric_names", multiple=True, metavar="NAME",
+              help="A metric to compute (repeatable) [default: every installed metric].")
+@click.option("--where", metavar="SQL-CONDITION",
+              help="Score the checkpoints matching this condition on the checkpoints table [default: all].")
+@click.option("--reference-task", metavar="NAME", help="Reference task for metrics that need one (task-relatedness).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where models run; auto = cuda when available.")
+@click.option("--batch-size", type=click.IntRange(1, 100_000), default=None,
+              help="Examples per forward pass [default: the probe's, 32].")
+@click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON rows instead of a table.")
+@click.pass_obj
+def score_command(index: Index, checkpoint_ids: tuple[str, ...], task_name: str, metric_names: tuple[str, ...],
+                  where: str | None, reference_task: str | None, device: str, batch_size: int | None,
+                  as_json: bool) -> None:
+    """Score checkpoints on a task with metric plugins; results go to the task_scores table.
+
+    \b
+    Each checkpoint embeds the task's examples once (stored and reused). A score is recomputed
+    only when the task, the checkpoint's sha, the reference task or the metric's version changed.
+    Metrics that need a classification head (leep, nce) skip checkpoints without one.
+
+    \b
+    Examples:
+      hubindex score --task digits --where "library_name = 'timm'"
+      hubindex score --task news --metric logme --metric knn
+      hubindex sql "SELECT checkpoint_id, value FROM task_scores WHERE task = 'news' AND metric = 'logme' ORDER BY value DESC"
+    """
+    from hubindex.probing import select_checkpoints
+    from hubindex.scoring import run_score, score_table
+
+    summary = run_score(index, task_name, metric_names, where, checkpoint_ids, reference_task, device, batch_size)
+    ids = select_checkpoints(index, where, checkpoint_ids) if (where or checkpoint_ids) else None
+    with index.open_catalog(read_only=True) as catalog:
+        header, rows = score_table(catalog, task_name, summary.metrics, ids)
+    if as_json:
+        click.echo(json.dumps([dict(zip(header, row)) for row in rows], indent=2))
+    else:
+        click.echo(summary.line(), err=True)
+        for note in summary.notes:
+            click.echo(f"  not applicable: {note}", err=True)
+        print_failures(summary.failures)
+        click.echo(format_rows(header, [[_rounded(v) for v in row] for row in rows], "table"), nl=False)
+
+
+def _rounded(value: Any) -> Any:
+    return round(value, 4) if isinstance(value, float) else value
+
+
+def _load_npy_option(path: Path, option: str) -> Any:
+    import numpy as np
+
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise UsageError(f"{option} {path}: no such file") from None
+    except (OSError, ValueError, EOFError) as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UsageError(f"{option} {path}: not a .npy array file ({detail})") from None
+
+
+@cli.command("metric")
+@click.argument("name")
+@click.option("--features", type=click.Path(path_type=Path), required=True, metavar="F.npy",
+              help="Features, one row per example (n x d).")
+@click.option("--labels", type=click.Path(path_type=Path), required=True, metavar="y.npy",
+              help="Class labels (n,), integers or strings.")
+@click.option("--probs", type=click.Path(path_type=Path), metavar="P.npy",
+              help="The checkpoint's softmax over its source classes (n x Z) for leep/nce; "
+                   "for nce a 1-D array of source class indices also works.")
+@click.option("--reference-features", type=click.Path(path_type=Path), metavar="R.npy",
+              help="Reference task features (task-relatedness).")
+@click.option("--reference-labels", type=click.Path(path_type=Path), metavar="yR.npy",
+              help="Reference task labels (task-relatedness).")
+@click.option("--validation-fraction", type=FRACTION, default=0.2, show_default=True,
+              help="Held-out share of each class, for metrics that evaluate on held-out rows (linear, knn).")
+@click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True,
+              help="Seed of the split and of randomised metrics.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"metric", "version", "value", "seconds"}.')
+def metric_command(name: str, features: Path, labels: Path, probs: Path | None, reference_features: Path | None,
+                   reference_labels: Path | None, validation_fraction: float, seed: int, as_json: bool) -> None:
+    """Compute one metric on given arrays (array mode, no catalog).
+
+    \b
+    Examples:
+      hubindex metric logme --features F.npy --labels y.npy
+      hubindex metric leep --features F.npy --labels y.npy --probs P.npy --json
+    """
+    from hubindex.scoring import metric_classes, score_arrays
+
+    metric_classes([name])  # an unknown name fails before any file is read
+    if (reference_features is None) != (reference_labels is None):
+        raise UsageError("give --reference-features and --reference-labels together")
+    reference = None
+    if reference_features is not None:
+        reference = (_load_npy_option(reference_features, "--reference-features"),
+                     _load_npy_option(reference_labels, "--reference-labels"))
+    result = score_arrays(
+        name, _load_npy_option(features, "--features"), _load_npy_option(labels, "--labels"),
+        _load_npy_option(probs, "--probs") if probs is not None else None, reference, validation_fraction, seed,
+    )
+    if as_json:
+        click.echo(json.dumps(result.as_json()))
+    else:
+        click.echo(f"{result.metric} (v{result.version}): {result.value:.6g}  [{result.seconds:.3f} s]")
+
+
 # ------------------------------------------------------------------------------------ entry
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], *rest: Any, **kwargs: Any) -> str:
+    return f"hubindex: warning: {' '.join(str(message).split())}\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; every expected failure is one line on stderr and a non-zero exit code."""
+    warnings.formatwarning = _one_line_warning  # a plugin's warning is one line too, not a source dump
     try:
         cli.main(args=argv, prog_name="hubindex", standalone_mode=False)
     except HubindexError as exc:

@@ -153,6 +153,68 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        3,
+        "labeled tasks, their features and per-task metric scores",
+        """
+        -- A labeled task added by `hubindex task add`: its examples and labels are copied into
+        -- the index folder (`path`), split into train/validation by a seeded stratified draw.
+        CREATE TABLE tasks (
+            task            VARCHAR PRIMARY KEY,
+            modality        VARCHAR NOT NULL,      -- 'text' | 'image'
+            source_kind     VARCHAR NOT NULL,      -- 'images' | 'csv' | 'arrays' | 'dataset'
+            source          VARCHAR NOT NULL,      -- what was read, e.g. the folder or file path
+            n_examples      INTEGER NOT NULL,
+            n_train         INTEGER NOT NULL,
+            n_classes       INTEGER NOT NULL,
+            classes         VARCHAR[] NOT NULL,    -- label i is classes[i]
+            validation_fraction DOUBLE NOT NULL,
+            seed            INTEGER NOT NULL,
+            content_hash    VARCHAR NOT NULL,      -- sha256 of examples, labels and split
+            path            VARCHAR NOT NULL,      -- relative to the index folder
+            created_at      TIMESTAMP NOT NULL
+        );
+
+        -- A checkpoint's features of a task's examples (kind 'features') and its own
+        -- classification head's softmax (kind 'head'), stored as FAISS files like `embeddings`.
+        CREATE TABLE task_features (
+            checkpoint_id   VARCHAR NOT NULL,
+            checkpoint_sha  VARCHAR NOT NULL,
+            task_hash       VARCHAR NOT NULL,
+            kind            VARCHAR NOT NULL,      -- 'features' | 'head'
+            pooling         VARCHAR NOT NULL,      -- how an example became one row, e.g. 'mean-tokens'
+            task            VARCHAR NOT NULL,
+            probe           VARCHAR NOT NULL,
+            probe_version   VARCHAR NOT NULL,
+            has_head        BOOLEAN NOT NULL,      -- whether the checkpoint has a classification head
+            n_examples      INTEGER NOT NULL,
+            dim             INTEGER NOT NULL,
+            path            VARCHAR NOT NULL,
+            file_sha256     VARCHAR NOT NULL,
+            seconds         DOUBLE,
+            created_at      TIMESTAMP NOT NULL,
+            PRIMARY KEY (checkpoint_id, checkpoint_sha, task_hash, kind, pooling)
+        );
+
+        -- One score per (task, checkpoint, metric): `hubindex score` recomputes a row only when
+        -- its inputs (task data, checkpoint sha, reference task, seed) or the metric version change.
+        CREATE TABLE task_scores (
+            task            VARCHAR NOT NULL,
+            checkpoint_id   VARCHAR NOT NULL,
+            metric          VARCHAR NOT NULL,
+            metric_version  VARCHAR NOT NULL,
+            value           DOUBLE NOT NULL,
+            higher_is_better BOOLEAN NOT NULL,
+            seconds         DOUBLE NOT NULL,       -- the metric's own time, features already embedded
+            computed_at     TIMESTAMP NOT NULL,
+            checkpoint_sha  VARCHAR NOT NULL,
+            task_hash       VARCHAR NOT NULL,
+            reference_task  VARCHAR,               -- for metrics that need one (task-relatedness)
+            inputs_hash     VARCHAR NOT NULL,
+            PRIMARY KEY (task, checkpoint_id, metric)
+        );
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

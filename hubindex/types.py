@@ -241,19 +241,93 @@ class Probe(Component):
         """Load the checkpoint and compute its features on the corpus; raise ProbeError if it cannot."""
         raise NotImplementedError
 
+    # How embed_examples pools a whole example into one row (part of the stored features' key).
+    example_pooling: ClassVar[str] = ""
+
+    def embed_examples(self, checkpoint: dict[str, Any], items: list[Any]) -> ExampleOutput:
+        """One feature row per labeled example (a text or an image), plus the checkpoint's own
+        head's softmax when it has a classification head. Raise ProbeError if it cannot."""
+        raise ProbeError("unsupported", f"probe {self.name!r} does not embed labeled examples")
+
 
 # --------------------------------------------------------------------------------------------
-# Metrics and queries
+# Labeled tasks, metrics and queries
+
+
+@dataclass(frozen=True)
+class ExampleOutput:
+    """Features of one checkpoint on a labeled task's examples: one row per example.
+
+    `head_probs` is the softmax of the checkpoint's own classification head over its source
+    classes (what LEEP and NCE need), or None when the checkpoint has no head.
+    """
+
+    features: np.ndarray  # (n_examples, dim)
+    head_probs: np.ndarray | None = None  # (n_examples, n_source_classes)
+
+
+# What a metric may need beyond features and labels (Metric.needs).
+NEEDS_HELD_OUT = "held-out"  # trains on the `train` rows and evaluates on the others
+NEEDS_HEAD = "head"  # the checkpoint's own classifier: MetricInput.head_probs
+NEEDS_REFERENCE = "reference"  # a labeled reference task embedded by the same checkpoint
+METRIC_NEEDS = frozenset({NEEDS_HELD_OUT, NEEDS_HEAD, NEEDS_REFERENCE})
+
+
+@dataclass(frozen=True)
+class MetricInput:
+    """What a metric scores: one checkpoint's frozen features of a labeled task.
+
+    Rows are examples. `labels` are class indices 0..C-1. `train` marks the rows a metric may fit
+    on; metrics that need held-out data (Metric.needs has "held-out") evaluate on the other rows,
+    every other metric uses the `train` rows only. `seed` makes randomised metrics repeatable.
+    """
+
+    features: np.ndarray  # (n, d) float
+    labels: np.ndarray  # (n,) int64 in 0..n_classes-1
+    train: np.ndarray  # (n,) bool
+    head_probs: np.ndarray | None = None  # (n, Z) softmax of the checkpoint's own head
+    reference: MetricInput | None = None  # reference task (task-relatedness), same checkpoint
+    seed: int = 0
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.labels.max()) + 1 if self.labels.size else 0
+
+    def train_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """(features, labels) of the rows a metric fits on."""
+        return self.features[self.train], self.labels[self.train]
+
+    def held_out_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """(features, labels) of the held-out rows."""
+        return self.features[~self.train], self.labels[~self.train]
+
+
+class MetricNotApplicable(Exception):
+    """The metric cannot score this input by design (e.g. LEEP on a checkpoint without a head)."""
 
 
 class Metric(Component):
-    """A task-aware transferability score: higher is better unless `higher_is_better` is False."""
+    """A task-aware transferability score of frozen features; higher is better unless
+    `higher_is_better` is False. Subclasses set the ClassVars and `score`.
+
+    `needs` names what `score` uses beyond features and labels (see METRIC_NEEDS); the core only
+    calls `score` when those are present. Bump `version` whenever a change alters the values:
+    stored scores of another version are recomputed.
+    """
 
     kind: ClassVar[str] = "metric"
     higher_is_better: ClassVar[bool] = True
+    needs: ClassVar[frozenset[str]] = frozenset()
 
-    def score(self, features: np.ndarray, labels: np.ndarray, **extra: Any) -> float:
-        """Score frozen features against integer labels."""
+    @classmethod
+    def validate_class(cls) -> None:
+        super().validate_class()
+        unknown = set(cls.needs) - METRIC_NEEDS
+        if unknown:
+            raise ValueError(f"metric {cls.name!r}: unknown needs {sorted(unknown)}; known: {sorted(METRIC_NEEDS)}")
+
+    def score(self, data: MetricInput) -> float:
+        """The score of the features for the task; raise MetricNotApplicable if it has none."""
         raise NotImplementedError
 
 

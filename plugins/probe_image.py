@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from hubindex import hookimpl
-from hubindex.types import IMAGE, CorpusData, Probe, ProbeError, ProbeOutput
+from hubindex.types import IMAGE, CorpusData, ExampleOutput, Probe, ProbeError, ProbeOutput
 
 # Weight files of a timm folder, in the order timm itself prefers them.
 WEIGHT_NAMES = ("model.safetensors", "pytorch_model.bin")
@@ -67,6 +67,7 @@ class TimmImageProbe(Probe):
     modality = IMAGE
     layer = "last"
     pooling = "pre-logits"
+    example_pooling = "pre-logits"
     default_batch_size = 32
 
     def accepts(self, checkpoint: dict[str, Any]) -> bool:
@@ -125,7 +126,7 @@ class TimmImageProbe(Probe):
         try:
             data_config = timm.data.resolve_data_config(model=model)
             transform = timm.data.create_transform(**data_config, is_training=False)
-            features = self.features(model, transform, corpus.items)
+            features, _ = self.features(model, transform, corpus.items)
         finally:
             del model
             if self.device.startswith("cuda"):
@@ -134,20 +135,44 @@ class TimmImageProbe(Probe):
                 torch.cuda.empty_cache()
         return ProbeOutput(features, np.zeros(len(features), dtype=bool))
 
-    def features(self, model: Any, transform: Any, images: list[Any]) -> np.ndarray:
-        """Pre-logits features of the images, in order."""
+    def embed_examples(self, checkpoint: dict[str, Any], items: list[Any]) -> ExampleOutput:
+        """Pre-logits features of each image, and the softmax of the model's classifier when it has one."""
+        from hubindex.torch_compat import import_timm
+
+        timm = import_timm()
+        model = self.create_model(checkpoint)
+        try:
+            data_config = timm.data.resolve_data_config(model=model)
+            transform = timm.data.create_transform(**data_config, is_training=False)
+            with_head = getattr(model, "num_classes", 0) > 0
+            features, probs = self.features(model, transform, items, with_head=with_head)
+        finally:
+            del model
+            if self.device.startswith("cuda"):
+                import torch
+
+                torch.cuda.empty_cache()
+        return ExampleOutput(features, probs)
+
+    def features(self, model: Any, transform: Any, images: list[Any],
+                 with_head: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """(pre-logits features of the images in order, softmax of the classifier if with_head else None)."""
         import torch
 
-        rows = []
+        rows, probs = [], []
         for start in range(0, len(images), self.batch_size):
             batch = torch.stack([transform(image) for image in images[start : start + self.batch_size]])
             try:
                 with torch.inference_mode():
-                    out = model.forward_head(model.forward_features(batch.to(self.device)), pre_logits=True)
+                    trunk = model.forward_features(batch.to(self.device))
+                    out = model.forward_head(trunk, pre_logits=True)
+                    if with_head:
+                        probs.append(torch.softmax(model.forward_head(trunk).float(), dim=-1).cpu().numpy())
             except Exception as exc:
                 raise ProbeError("forward-error", f"{type(exc).__name__}: {exc}") from exc
             rows.append(out.flatten(1).float().cpu().numpy())
-        return np.concatenate(rows).astype(np.float32, copy=False)
+        features = np.concatenate(rows).astype(np.float32, copy=False)
+        return features, (np.concatenate(probs) if with_head else None)
 
 
 @hookimpl

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from hubindex import hookimpl
-from hubindex.types import TEXT, CorpusData, Probe, ProbeError, ProbeOutput
+from hubindex.types import TEXT, CorpusData, ExampleOutput, Probe, ProbeError, ProbeOutput
 
 TEXT_LIBRARIES = frozenset({"transformers", "sentence-transformers"})
 # Hub pipeline tags of models that take no text (their rows may still say library transformers).
@@ -111,6 +111,7 @@ class TransformersTextProbe(Probe):
     modality = TEXT
     layer = "last"
     pooling = "last-subword"
+    example_pooling = "mean-tokens"
     default_batch_size = 32
 
     def accepts(self, checkpoint: dict[str, Any]) -> bool:
@@ -120,13 +121,16 @@ class TransformersTextProbe(Probe):
             return False
         return bool(checkpoint.get("local_path")) or checkpoint["checkpoint_id"].startswith("hf:")
 
-    def load(self, checkpoint: dict[str, Any]) -> tuple[Any, Any]:
-        """(model in eval mode on the device, fast tokenizer); ProbeError('load-error') if they cannot load."""
+    def load(self, checkpoint: dict[str, Any], with_head: bool = False) -> tuple[Any, Any]:
+        """(model in eval mode on the device, fast tokenizer); ProbeError('load-error') if they cannot load.
+
+        with_head loads the sequence-classification model (encoder + its head) instead of the bare encoder.
+        """
         from hubindex.torch_compat import ensure_torchvision
 
         ensure_torchvision()  # transformers imports torchvision for its image utilities
         import torch
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()  # `hubindex probe` shows its own progress
@@ -142,7 +146,7 @@ class TransformersTextProbe(Probe):
                 tokenizer = AutoTokenizer.from_pretrained(
                     source, trust_remote_code=False, add_prefix_space=True, **extra
                 )
-            model = AutoModel.from_pretrained(
+            model = (AutoModelForSequenceClassification if with_head else AutoModel).from_pretrained(
                 source, trust_remote_code=False, use_safetensors=has_safetensors(checkpoint, source),
                 weights_only=True, dtype=torch.float32, **extra,
             )
@@ -167,6 +171,50 @@ class TransformersTextProbe(Probe):
         finally:
             del model
             _free_device_memory(self.device)
+
+    def embed_examples(self, checkpoint: dict[str, Any], items: list[Any]) -> ExampleOutput:
+        """Mean of the last hidden state over each text's tokens (as sentence-transformers pools),
+        and the softmax of the checkpoint's sequence-classification head when it has one."""
+        with_head = has_classification_head(checkpoint)
+        model, tokenizer = self.load(checkpoint, with_head=with_head)
+        try:
+            return self.example_features(model, tokenizer, items, with_head)
+        finally:
+            del model
+            _free_device_memory(self.device)
+
+    def example_features(self, model: Any, tokenizer: Any, texts: list[str], with_head: bool) -> ExampleOutput:
+        """One mean-pooled row per text (truncated at the model's maximum length), plus head softmax."""
+        import torch
+
+        limit = max_length(tokenizer, model.config)
+        accepted = set(inspect.signature(model.forward).parameters)
+        rows, probs = [], []
+        # Longest first: batches of similar lengths pad little; rows go back to input order below.
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        for start in range(0, len(order), self.batch_size):
+            batch = [texts[i] for i in order[start : start + self.batch_size]]
+            encoding = tokenizer(batch, truncation=True, max_length=limit, padding=True, return_tensors="pt")
+            inputs = {k: v.to(self.device) for k, v in encoding.items() if k in accepted}
+            try:
+                with torch.inference_mode():
+                    output = model(**inputs, output_hidden_states=True) if with_head else model(**inputs)
+            except Exception as exc:
+                raise ProbeError("forward-error", f"{type(exc).__name__}: {exc}") from exc
+            hidden = output.hidden_states[-1] if with_head else getattr(output, "last_hidden_state", None)
+            if hidden is None:
+                raise ProbeError("unsupported", f"{type(model).__name__} returns no last hidden state")
+            mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+            rows.append(pooled.float().cpu().numpy())
+            if with_head:
+                probs.append(torch.softmax(output.logits.float(), dim=-1).cpu().numpy())
+        if not rows:
+            raise ProbeError("unsupported", "the task has no examples")
+        inverse = np.argsort(np.array(order))
+        features = np.concatenate(rows)[inverse]
+        head = np.concatenate(probs)[inverse] if with_head else None
+        return ExampleOutput(features, head)
 
     def features(self, model: Any, tokenizer: Any, lines: list[list[str]]) -> ProbeOutput:
         """One row per word of the lines, in order; NaN rows (dropped) for truncated words."""
@@ -217,6 +265,11 @@ class TransformersTextProbe(Probe):
         if features is None:
             raise ProbeError("unsupported", "the corpus has no words")
         return ProbeOutput(features, dropped)
+
+
+def has_classification_head(checkpoint: dict[str, Any]) -> bool:
+    """Whether the checkpoint's config names a sequence-classification architecture."""
+    return any(str(a).endswith("ForSequenceClassification") for a in checkpoint.get("architectures") or [])
 
 
 def _free_device_memory(device: str) -> None:

@@ -80,7 +80,7 @@ def assert_one_line_error(result: CliResult, *fragments: str, exit_code: int | N
 
 
 def catalog_snapshot(index: Index) -> dict:
-    """Everything in the catalog, plus the file's bytes."""
+    """Everything in the catalog, plus the bytes of every file in the index folder."""
     with index.open_catalog(read_only=True) as catalog:
         tables = {
             name: catalog.conn.execute(f"SELECT * FROM {name} ORDER BY ALL").fetchall()
@@ -89,7 +89,8 @@ def catalog_snapshot(index: Index) -> dict:
                 "AND table_catalog = current_database() ORDER BY 1"
             ).fetchall()
         }
-    files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in index.root.iterdir()}
+    files = {str(p.relative_to(index.root)): hashlib.sha256(p.read_bytes()).hexdigest()
+             for p in sorted(index.root.rglob("*")) if p.is_file()}
     return {"tables": tables, "files": files}
 
 
