@@ -7,8 +7,8 @@ Builds the zoo (skipping members already built), crawls it, adds the tasks and r
 
 - digits 0-4 (image): scikit-learn's 8x8 digits of classes 0-4, N per class; the reference task
   of task-relatedness is the digits of classes 5-9 (other examples, N per class).
-- BBC sport/tech (text): the first 40 words (title and lead) of BBC News articles of the topics
-  sport and tech, N per class; reference: the topics business, entertainment and politics.
+- BBC sports/tech (text): the first 40 words (title and lead) of BBC News articles of the topics
+  sports and tech, N per class; reference: the topics business, entertainment and politics.
 
 Re-running the command reuses the stored features and scores (nothing is recomputed).
 """
@@ -63,12 +63,15 @@ def add_tasks(index_dir: Path, per_class: int) -> list[tuple[str, str]]:
         save_task(index_dir, data, name, digits.images[rows] / 16.0, digits.target[rows])
 
     topics, texts, labels = read_bbc_news()
-    for name, chosen in (("bbc-sport-tech", ("sport", "tech")),
+    for name, chosen in (("bbc-sports-tech", ("sports", "tech")),
                          ("bbc-business-entertainment-politics", ("business", "entertainment", "politics"))):
+        missing = set(chosen) - set(topics)
+        if missing:
+            raise SystemExit(f"BBC News has no topic {sorted(missing)}; its topics: {topics}")
         rows = [i for topic in chosen for i in [j for j, label in enumerate(labels) if topics[label] == topic][:per_class]]
         leads = np.array([" ".join(texts[i].split()[:LEAD_WORDS]) for i in rows])
         save_task(index_dir, data, name, leads, np.array([topics[labels[i]] for i in rows]))
-    return [("digits-0to4", "digits-5to9"), ("bbc-sport-tech", "bbc-business-entertainment-politics")]
+    return [("digits-0to4", "digits-5to9"), ("bbc-sports-tech", "bbc-business-entertainment-politics")]
 
 
 def table(index_dir: Path, task: str, metric_names: list[str]) -> str:

@@ -215,6 +215,36 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        4,
+        "selections made by search strategies",
+        """
+        -- One row per `hubindex select` / `hubindex search` answer; its picks in selection_items.
+        CREATE SEQUENCE selection_ids START 1;
+        CREATE TABLE selections (
+            selection_id    BIGINT PRIMARY KEY DEFAULT nextval('selection_ids'),
+            strategy        VARCHAR NOT NULL,      -- the query plugin: mmi, agnostic, aware, hybrid, random
+            strategy_version VARCHAR NOT NULL,
+            budget          INTEGER NOT NULL,
+            task            VARCHAR,               -- for task-aware strategies
+            metric          VARCHAR,
+            corpus          VARCHAR,               -- for kappa-based strategies (MMI)
+            pool_condition  VARCHAR,               -- the --where condition, NULL for all checkpoints
+            pool_size       INTEGER NOT NULL,
+            seed            INTEGER,
+            created_at      TIMESTAMP NOT NULL
+        );
+        CREATE TABLE selection_items (
+            selection_id    BIGINT NOT NULL,
+            rank            INTEGER NOT NULL,      -- 1 = picked first
+            checkpoint_id   VARCHAR NOT NULL,
+            value           DOUBLE,                -- what the strategy ranked by (score, top-1, gain)
+            mi_nats         DOUBLE,                -- MMI: cumulative mutual information after this pick
+            reason          VARCHAR NOT NULL,
+            PRIMARY KEY (selection_id, rank)
+        );
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -28,6 +28,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "hubindex_plugins.probe_image",
     "hubindex_plugins.metrics",
     "hubindex_plugins.metric_task_relatedness",
+    "hubindex_plugins.queries",
     "hubindex_plugins.zoo",
 )
 

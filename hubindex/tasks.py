@@ -17,9 +17,7 @@ seeded, stratified draw: each class keeps at least one training example.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import math
 import os
 import re
@@ -32,6 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from hubindex.catalog import Catalog, utcnow
+from hubindex.csv_input import read_csv_rows
 from hubindex.errors import HubindexError, UsageError
 from hubindex.index import Index
 from hubindex.types import IMAGE, TEXT
@@ -41,8 +40,6 @@ TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 DEFAULT_VALIDATION_FRACTION = 0.2
 DEFAULT_SEED = 0
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-# A CSV field may hold a long document; the csv module's default limit is 128 KiB.
-CSV_FIELD_LIMIT = 64 * 1024 * 1024
 
 
 @dataclass
@@ -185,45 +182,14 @@ def read_csv(path: Path, text_col: str | None, label_col: str | None) -> TaskExa
     """Texts and labels from two columns of a CSV file with a header row."""
     if not text_col or not label_col:
         raise UsageError("--csv needs --text-col and --label-col")
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"--csv {path}: no such file") from None
-    except OSError as exc:
-        raise UsageError(f"--csv {path}: cannot read it ({exc.strerror})") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"--csv {path}: not UTF-8 text (byte {exc.start})") from None
-    if not text.strip():
-        raise UsageError(f"--csv {path}: the file is empty")
-    csv.field_size_limit(CSV_FIELD_LIMIT)
-    reader = csv.DictReader(io.StringIO(text))
-    header = reader.fieldnames or []
-    for option, column in (("--text-col", text_col), ("--label-col", label_col)):
-        if column not in header:
-            raise UsageError(f"--csv {path}: no column {column!r} ({option}); columns: {', '.join(header)}")
-    items, labels = [], []
-    try:
-        for row in reader:
-            line = reader.line_num
-            value = row.get(text_col)
-            if value is None or not value.strip():
-                raise UsageError(f"--csv {path}: line {line} has an empty {text_col!r}")
-            items.append(value)
-            labels.append(_csv_label(row.get(label_col), path, line, label_col))
-    except csv.Error as exc:
-        raise UsageError(f"--csv {path}: malformed CSV near line {reader.line_num} ({exc})") from None
-    if not items:
-        raise UsageError(f"--csv {path}: a header and no rows")
+    rows = read_csv_rows(path, (text_col, label_col), "--csv")
+    items = [cells[text_col] for _, cells in rows]
+    labels = [_csv_label(cells[label_col], path, line) for line, cells in rows]
     return TaskExamples(TEXT, items, labels, "csv", str(path.resolve()))
 
 
-def _csv_label(value: str | None, path: Path, line: int, column: str) -> Any:
-    """An integer when the cell is one, else the stripped string; a fractional number is refused."""
-    if value is None or not value.strip():
-        raise UsageError(f"--csv {path}: line {line} has an empty {column!r}")
-    value = value.strip()
+def _csv_label(value: str, path: Path, line: int) -> Any:
+    """An integer when the cell is one, else the string; a fractional number is refused."""
     if re.fullmatch(r"[+-]?\d+", value):
         return int(value)
     if re.fullmatch(r"[+-]?(\d+\.\d*|\.\d+)([eE][+-]?\d+)?|[+-]?\d+[eE][+-]?\d+", value):

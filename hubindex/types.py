@@ -105,6 +105,12 @@ IMAGE = "image"
 MODALITIES = (TEXT, IMAGE)
 
 
+def _check_known(cls: type[Component], attribute: str, values: frozenset[str], known: frozenset[str]) -> None:
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f"{cls.kind} {cls.name!r}: unknown {attribute} {sorted(unknown)}; known: {sorted(known)}")
+
+
 def _check_modality(cls: type[Component]) -> None:
     modality = getattr(cls, "modality", None)
     if modality not in MODALITIES:
@@ -322,20 +328,72 @@ class Metric(Component):
     @classmethod
     def validate_class(cls) -> None:
         super().validate_class()
-        unknown = set(cls.needs) - METRIC_NEEDS
-        if unknown:
-            raise ValueError(f"metric {cls.name!r}: unknown needs {sorted(unknown)}; known: {sorted(METRIC_NEEDS)}")
+        _check_known(cls, "needs", cls.needs, METRIC_NEEDS)
 
     def score(self, data: MetricInput) -> float:
         """The score of the features for the task; raise MetricNotApplicable if it has none."""
         raise NotImplementedError
 
 
+# What a query may use (Query.uses).
+USES_TASK = "task"  # a labeled task's scores in task_scores (hubindex search --task)
+USES_KAPPA = "kappa"  # the task-space covariance kappa of the pool (hubindex select)
+QUERY_USES = frozenset({USES_TASK, USES_KAPPA})
+
+
+@dataclass(frozen=True)
+class Pick:
+    """One selected checkpoint: its id, the value it was ranked by and why, in words."""
+
+    checkpoint_id: str
+    value: float | None
+    reason: str
+    mi_nats: float | None = None  # cumulative mutual information after this pick (MMI)
+
+
+@dataclass
+class QueryContext:
+    """What a query sees: the candidate pool (catalog rows) and what the command line gave it.
+
+    `pool` holds the catalog rows of the candidates (all checkpoints, or those matching
+    --where), ordered by checkpoint_id. `catalog` is open read-only. `kappa` is set for queries
+    that use it: (checkpoint ids, matrix) of the pool's checkpoints on one corpus.
+    """
+
+    catalog: Any
+    pool: list[dict[str, Any]]
+    task: str | None = None
+    metric: str | None = None
+    metric_higher_is_better: bool = True
+    seed: int = 0
+    kappa: tuple[list[str], np.ndarray] | None = None
+
+    def task_scores(self) -> dict[str, float]:
+        """{checkpoint_id: value} of the task's scores for the metric, over the pool."""
+        ids = [row["checkpoint_id"] for row in self.pool]
+        rows = self.catalog.conn.execute(
+            "SELECT checkpoint_id, value FROM task_scores WHERE task = ? AND metric = ? "
+            "AND list_contains(?, checkpoint_id)",
+            [self.task, self.metric, ids],
+        ).fetchall()
+        return dict(rows)
+
+
 class Query(Component):
-    """A search strategy that selects checkpoints."""
+    """A search strategy: selects up to `budget` checkpoints of the pool, best first.
+
+    `uses` names what it needs (USES_TASK: a task and a metric's scores; USES_KAPPA: kappa); the
+    core provides those in the QueryContext before calling `select`.
+    """
 
     kind: ClassVar[str] = "query"
+    uses: ClassVar[frozenset[str]] = frozenset()
 
-    def select(self, index: Any, budget: int, **options: Any) -> list[str]:
-        """Return up to `budget` checkpoint ids, best first."""
+    @classmethod
+    def validate_class(cls) -> None:
+        super().validate_class()
+        _check_known(cls, "uses", cls.uses, QUERY_USES)
+
+    def select(self, context: QueryContext, budget: int) -> list[Pick]:
+        """Up to `budget` picks from context.pool, best first."""
         raise NotImplementedError

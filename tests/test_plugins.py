@@ -54,8 +54,8 @@ class ToyMetric(Metric):
     name = "toy-metric"
     version = "0.1"
 
-    def score(self, features: Any, labels: Any, **extra: Any) -> float:
-        return float(len(labels))
+    def score(self, data: Any) -> float:
+        return float(len(data.labels))
 
 
 class ToyProbe(Probe):

@@ -1,0 +1,281 @@
+"""How well a metric's scores rank checkpoints against their fine-tuned accuracies.
+
+Inputs are two CSV files with a header row (extra columns are ignored):
+
+- scores: `task,checkpoint_id,metric,value`, one row per (task, checkpoint, metric);
+- ground truth: `task,checkpoint_id,accuracy`, the accuracy after fine-tuning each checkpoint
+  on the task.
+
+Accuracies are read per file: if every one lies in [0, 1] they are fractions; if some exceed 1
+and all lie in [0, 100] they are percentages and are divided by 100; a negative, non-finite or
+non-numeric value, or one above 100, is an error naming its line. A percent file whose values
+are all <= 1 (every checkpoint below 1 %) is therefore read as fractions, and a file mixing both
+scales is read as percent: write one scale per file.
+
+For each task and metric the pool is the checkpoints that have both a score and a ground truth.
+Score rows of checkpoints without a ground truth are left out and counted
+(`EvaluationReport.left_out`); a scored task with no ground truth at all, or a pool of fewer
+than 2 checkpoints, is an error. The oracle is the best accuracy in that pool.
+
+Direction: checkpoints are ranked by "goodness", the value itself for a metric with
+`higher_is_better = True` and minus the value for one with `higher_is_better = False` (such as
+task-relatedness). The direction of each metric comes from the installed metric plugins unless
+a mapping is given; a metric name that is not installed is taken as higher-is-better. Ties in
+goodness are broken by checkpoint_id ascending (`ranking_measures` itself: by input order), so
+every ranking is deterministic. Top-k and the budget take the whole pool when k exceeds it.
+
+Measures, per task and metric (keys of `MEASURES`):
+
+- `recall@1`, `recall@3`: 1.0 if a best checkpoint (any of them on ties) is among the top k by
+  score, else 0.0; its mean over tasks is the fraction of tasks (Li et al.).
+- `rel@1`, `rel@3`: the best accuracy among the top k over the best accuracy in the pool
+  (1.0 when both are 0).
+- `pearson`, `kendall` (tau-b), `weighted_tau` (scipy's weightedtau: hyperbolic weigher,
+  rank=True): correlations of goodness with accuracy, so a metric that ranks well is near +1
+  whatever its direction. They are NaN when the scores or the accuracies of the pool are all
+  equal (the correlation is undefined).
+- `regret` at budget B: oracle - s with s the best accuracy among the top B by score;
+  `relative_regret` = (oracle - s) / (1 - min(oracle, s)) (Renggli et al.), 0.0 when
+  oracle = s = 1 where the form is 0 / 0.
+
+Means over tasks are per metric and skip NaN: the mean of a measure is over the tasks where it
+is defined (the per-task rows show which; a null there is a task that did not contribute), and
+NaN only when it is defined for none.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from hubindex.csv_input import read_csv_rows
+from hubindex.errors import UsageError
+
+MEASURES: tuple[str, ...] = (
+    "recall@1", "recall@3", "rel@1", "rel@3", "pearson", "kendall", "weighted_tau", "regret", "relative_regret",
+)
+SCORE_COLUMNS = ("task", "checkpoint_id", "metric", "value")
+TRUTH_COLUMNS = ("task", "checkpoint_id", "accuracy")
+TOP_K = (1, 3)
+# A pool needs this many checkpoints for a ranking (and a correlation) to mean anything.
+MIN_POOL = 2
+
+
+@dataclass(frozen=True)
+class ScoreRow:
+    """One metric value of one checkpoint on one task."""
+
+    task: str
+    checkpoint_id: str
+    metric: str
+    value: float
+
+
+# ------------------------------------------------------------------------------------ one ranking
+
+
+def _is_budget(budget: Any) -> bool:
+    return isinstance(budget, (int, np.integer)) and not isinstance(budget, bool) and budget >= 1
+
+
+def ranking_order(goodness: np.ndarray) -> np.ndarray:
+    """Indices from the best to the worst goodness; ties keep their input order."""
+    return np.lexsort((np.arange(len(goodness)), -goodness))
+
+
+def ranking_measures(accuracies: Sequence[float], scores: Sequence[float], budget: int = 1,
+                     higher_is_better: bool = True) -> dict[str, float]:
+    """Every measure of `MEASURES` for one pool: accuracies (fractions) and scores, aligned.
+
+    Ties in score are broken by input order; raises ValueError on a pool of fewer than 2, a
+    non-finite score, an accuracy outside [0, 1] or a budget below 1.
+    """
+    acc = np.asarray(accuracies, dtype=np.float64)
+    values = np.asarray(scores, dtype=np.float64)
+    if acc.ndim != 1 or acc.shape != values.shape:
+        raise ValueError(f"accuracies and scores must be 1-D and aligned, got shapes {acc.shape} and {values.shape}")
+    if len(acc) < MIN_POOL:
+        raise ValueError(f"a pool needs at least {MIN_POOL} checkpoints, got {len(acc)}")
+    if not np.isfinite(values).all():
+        raise ValueError("scores must be finite numbers")
+    if not (np.isfinite(acc).all() and acc.min() >= 0 and acc.max() <= 1):
+        raise ValueError("accuracies must be fractions in [0, 1]")
+    if not _is_budget(budget):
+        raise ValueError(f"budget must be an integer >= 1, got {budget!r}")
+    goodness = values if higher_is_better else -values
+    ranked = acc[ranking_order(goodness)]
+    oracle = float(acc.max())
+
+    def best_of_top(k: int) -> float:
+        return float(ranked[:k].max())
+
+    out: dict[str, float] = {}
+    for k in TOP_K:
+        out[f"recall@{k}"] = 1.0 if best_of_top(k) == oracle else 0.0
+    for k in TOP_K:
+        best = best_of_top(k)
+        out[f"rel@{k}"] = 1.0 if best == oracle else best / oracle
+    # Constant input leaves every correlation undefined (scipy would warn and return NaN).
+    if np.ptp(goodness) == 0 or np.ptp(acc) == 0:
+        out["pearson"] = out["kendall"] = out["weighted_tau"] = math.nan
+    else:
+        out["pearson"] = float(stats.pearsonr(goodness, acc).statistic)
+        out["kendall"] = float(stats.kendalltau(goodness, acc).statistic)
+        out["weighted_tau"] = float(stats.weightedtau(acc, goodness).statistic)
+    selected = best_of_top(int(budget))
+    regret = oracle - selected
+    out["regret"] = regret
+    # regret > 0 means min(oracle, selected) = selected < 1, so the denominator is positive.
+    out["relative_regret"] = 0.0 if regret == 0 else regret / (1.0 - min(oracle, selected))
+    return {name: out[name] for name in MEASURES}
+
+
+# ------------------------------------------------------------------------------------ CSV files
+
+
+def _number(cell: str, path: Path, line: int, column: str) -> float:
+    try:
+        value = float(cell)
+    except ValueError:
+        raise UsageError(f"{path}: line {line}: {column} {cell!r} is not a number") from None
+    if not math.isfinite(value):
+        raise UsageError(f"{path}: line {line}: {column} {cell!r} is not a finite number")
+    return value
+
+
+def load_scores(path: Path) -> list[ScoreRow]:
+    """Score rows of a `task,checkpoint_id,metric,value` CSV; duplicates are an error."""
+    path = Path(path)
+    seen: dict[tuple[str, str, str], int] = {}
+    out = []
+    for line, cells in read_csv_rows(path, SCORE_COLUMNS):
+        key = (cells["task"], cells["checkpoint_id"], cells["metric"])
+        if key in seen:
+            raise UsageError(f"{path}: line {line} repeats task {key[0]!r}, checkpoint {key[1]!r}, metric "
+                             f"{key[2]!r} of line {seen[key]}; keep one value per (task, checkpoint_id, metric)")
+        seen[key] = line
+        out.append(ScoreRow(*key, _number(cells["value"], path, line, "value")))
+    return out
+
+
+def load_truth(path: Path) -> dict[tuple[str, str], float]:
+    """{(task, checkpoint_id): accuracy as a fraction} of a `task,checkpoint_id,accuracy` CSV.
+
+    Fractions if every accuracy is in [0, 1]; percent (divided by 100) if some exceed 1 and all
+    are in [0, 100]. A percent file whose values are all <= 1 is misread as fractions.
+    """
+    path = Path(path)
+    seen: dict[tuple[str, str], int] = {}
+    out: dict[tuple[str, str], float] = {}
+    for line, cells in read_csv_rows(path, TRUTH_COLUMNS):
+        key = (cells["task"], cells["checkpoint_id"])
+        if key in seen:
+            raise UsageError(f"{path}: line {line} repeats task {key[0]!r}, checkpoint {key[1]!r} of line "
+                             f"{seen[key]}; keep one accuracy per (task, checkpoint_id)")
+        seen[key] = line
+        value = _number(cells["accuracy"], path, line, "accuracy")
+        if not 0 <= value <= 100:
+            raise UsageError(f"{path}: line {line}: accuracy {cells['accuracy']!r} is outside [0, 1] "
+                             "(fractions) and [0, 100] (percent)")
+        out[key] = value
+    if max(out.values()) > 1:
+        out = {key: value / 100.0 for key, value in out.items()}
+    return out
+
+
+# ------------------------------------------------------------------------------------ evaluation
+
+
+def metric_directions() -> dict[str, bool]:
+    """{metric name: higher_is_better} of the installed metric plugins."""
+    from hubindex.plugins import metrics
+
+    return {name: bool(reg.component.higher_is_better) for name, reg in metrics().items()}
+
+
+def _nan_mean(values: list[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return math.fsum(finite) / len(finite) if finite else math.nan
+
+
+def _json_value(value: Any) -> Any:
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+@dataclass(frozen=True)
+class EvaluationReport:
+    """Measures per (task, metric), their means per metric, and the score rows left out."""
+
+    per_task: list[dict[str, Any]]  # task, metric, n_checkpoints, *MEASURES; by (task, metric)
+    mean: list[dict[str, Any]]  # metric, n_tasks, *MEASURES (NaN-skipping means); by metric
+    left_out: int  # score rows whose checkpoint has no ground truth for the task
+    budget: int
+
+    def as_json(self) -> dict[str, list[dict[str, Any]]]:
+        """{"per_task": [...], "mean": [...]} with NaN as None (null)."""
+        return {
+            "per_task": [{k: _json_value(v) for k, v in row.items()} for row in self.per_task],
+            "mean": [{k: _json_value(v) for k, v in row.items()} for row in self.mean],
+        }
+
+    def table(self) -> str:
+        """Both lists as aligned text tables; an undefined value shows as '-'."""
+        from tabulate import tabulate
+
+        def render(rows: list[dict[str, Any]]) -> str:
+            headers = list(rows[0])
+            cells = [[None if isinstance(v, float) and math.isnan(v) else v for v in row.values()] for row in rows]
+            return tabulate(cells, headers=headers, floatfmt=".4f", missingval="-")
+
+        parts = [f"per task (regret at budget {self.budget})", render(self.per_task), "",
+                 "mean over tasks", render(self.mean)]
+        if self.left_out:
+            rows = "row" if self.left_out == 1 else "rows"
+            parts += ["", f"{self.left_out} score {rows} left out: their checkpoints have no ground truth"]
+        return "\n".join(parts) + "\n"
+
+
+def evaluate(scores: Sequence[ScoreRow], truth: Mapping[tuple[str, str], float], budget: int = 1,
+             higher_is_better: Mapping[str, bool] | None = None) -> EvaluationReport:
+    """Rank each task's checkpoints by each metric and measure the ranking against the truth."""
+    if not _is_budget(budget):
+        raise UsageError(f"budget must be an integer >= 1 (the number of checkpoints to fine-tune), got {budget!r}")
+    if not scores:
+        raise UsageError("no score rows to evaluate")
+    directions = metric_directions() if higher_is_better is None else dict(higher_is_better)
+    truth_tasks = {task for task, _ in truth}
+    pools: dict[tuple[str, str], dict[str, float]] = {}
+    left_out = 0
+    for row in scores:
+        if row.task not in truth_tasks:
+            raise UsageError(f"task {row.task!r} has scores but no ground truth; add its accuracies to the "
+                             "ground-truth file or drop its score rows")
+        if (row.task, row.checkpoint_id) not in truth:
+            left_out += 1
+            continue
+        pool = pools.setdefault((row.task, row.metric), {})
+        if row.checkpoint_id in pool:
+            raise UsageError(f"task {row.task!r}, checkpoint {row.checkpoint_id!r}, metric {row.metric!r} has "
+                             "two scores; keep one")
+        pool[row.checkpoint_id] = row.value
+    per_task = []
+    for (task, metric), pool in sorted(pools.items()):
+        if len(pool) < MIN_POOL:
+            raise UsageError(f"task {task!r}, metric {metric!r}: {len(pool)} scored checkpoint(s) with a ground "
+                             f"truth; at least {MIN_POOL} are needed to rank")
+        ids = sorted(pool)  # ties in score go to the smaller checkpoint_id
+        measures = ranking_measures([truth[(task, c)] for c in ids], [pool[c] for c in ids], int(budget),
+                                    directions.get(metric, True))
+        per_task.append({"task": task, "metric": metric, "n_checkpoints": len(ids), **measures})
+    mean = []
+    for metric in sorted({row["metric"] for row in per_task}):
+        rows = [row for row in per_task if row["metric"] == metric]
+        mean.append({"metric": metric, "n_tasks": len(rows),
+                     **{name: _nan_mean([row[name] for row in rows]) for name in MEASURES}})
+    return EvaluationReport(per_task, mean, left_out, int(budget))

@@ -1,0 +1,143 @@
+"""Search: run a query plugin on a pool of checkpoints and keep its answer in `selections`.
+
+The pool is every checkpoint, or those matching a read-only `--where` condition. A task-aware
+strategy reads the task's scores of one metric from `task_scores` (run `hubindex score` first); a
+kappa strategy (MMI) reads kappa of one probed corpus from the `kappa` table (run `hubindex
+kappa` first), restricted to the pool. Every answer is stored - strategy, version, budget, task,
+metric, corpus, pool - with its picks in `selection_items`, in one transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hubindex.catalog import Catalog, utcnow
+from hubindex.errors import HubindexError, UsageError
+from hubindex.index import Index
+from hubindex.plugins import probes, queries
+from hubindex.probing import select_checkpoints
+from hubindex.scoring import metric_classes
+from hubindex.types import USES_KAPPA, USES_TASK, Pick, Query, QueryContext
+
+DEFAULT_METRIC = "linear"
+
+
+@dataclass
+class SearchResult:
+    strategy: str
+    budget: int
+    picks: list[Pick]
+    pool_size: int
+    selection_id: int | None = None
+    task: str | None = None
+    metric: str | None = None
+    corpus: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "strategy": self.strategy, "budget": self.budget, "task": self.task, "metric": self.metric,
+            "corpus": self.corpus, "pool_size": self.pool_size, "selection_id": self.selection_id,
+            "selected": [p.checkpoint_id for p in self.picks],
+            "details": [{"rank": rank, "checkpoint_id": p.checkpoint_id, "value": p.value, "reason": p.reason}
+                        for rank, p in enumerate(self.picks, 1)],
+        }
+
+
+def query_class(name: str) -> type[Query]:
+    registered = queries()
+    if name not in registered:
+        known = ", ".join(sorted(registered)) or "none installed"
+        raise UsageError(f"unknown strategy {name!r}; available strategies: {known}")
+    return registered[name].component
+
+
+def _pool_kappa(catalog: Catalog, pool: list[dict[str, Any]], corpus: str | None) -> tuple[str, list[str], np.ndarray]:
+    """(corpus name, ids, kappa) of the pool's checkpoints that have kappa on the corpus."""
+    from hubindex.relate import kappa_matrix_from_catalog, resolve_corpus
+
+    ref = resolve_corpus(catalog, corpus)
+    ids, values, _ = kappa_matrix_from_catalog(catalog, ref)
+    wanted = {row["checkpoint_id"] for row in pool}
+    keep = [i for i, cid in enumerate(ids) if cid in wanted]
+    if not keep:
+        raise HubindexError(f"no checkpoint of the pool has kappa on {ref.name}; run `hubindex probe` and "
+                            f"`hubindex kappa --corpus {ref.name}` first")
+    return ref.name, [ids[i] for i in keep], values[np.ix_(keep, keep)]
+
+
+def _runnable_on_task(catalog: Catalog, task: str, pool: list[dict[str, Any]], notes: list[str]) -> list[dict[str, Any]]:
+    """The pool's checkpoints that a probe of the task's modality can run (an image task has no use for text models)."""
+    found = catalog.conn.execute("SELECT modality FROM tasks WHERE task = ?", [task]).fetchone()
+    if found is None:
+        raise UsageError(f"no task named {task!r}; `hubindex task list` shows the tasks")
+    instances = [r.component() for r in probes().values() if r.component.modality == found[0]]
+    runnable = [row for row in pool if any(probe.accepts(row) for probe in instances)]
+    if len(runnable) < len(pool):
+        notes.append(f"{len(pool) - len(runnable)} of {len(pool)} checkpoints in the pool cannot run on "
+                     f"{found[0]} examples and were left out")
+    if not runnable:
+        raise UsageError(f"no checkpoint in the pool can run on task {task!r} ({found[0]} examples)")
+    return runnable
+
+
+def run_search(index: Index, strategy: str, budget: int, task: str | None = None, metric: str | None = None,
+               where: str | None = None, corpus: str | None = None, seed: int = 0,
+               kappa: tuple[list[str], np.ndarray] | None = None) -> SearchResult:
+    """Run one strategy on the pool and store its selection."""
+    query_cls = query_class(strategy)
+    if budget < 1:
+        raise UsageError(f"--budget must be at least 1 (got {budget})")
+    notes: list[str] = []
+    higher_is_better = True
+    if USES_TASK in query_cls.uses:
+        if task is None:
+            raise UsageError(f"strategy {strategy!r} ranks by a task's scores: give --task NAME")
+        metric = metric or DEFAULT_METRIC
+        (metric_cls,) = metric_classes([metric])
+        higher_is_better = metric_cls.higher_is_better
+    # The read-only pool query runs before the catalog is opened for writing (one mode per process).
+    pool_ids = select_checkpoints(index, where if where is not None else "true")
+    with index.open_catalog() as catalog:
+        pool = catalog.checkpoint_rows(pool_ids)
+        if not pool:
+            raise UsageError("the pool is empty: no checkpoint matches --where" if where else "the catalog is empty")
+        if task is not None:
+            pool = _runnable_on_task(catalog, task, pool, notes)
+        context = QueryContext(catalog, pool, task, metric, higher_is_better, seed)
+        if USES_TASK in query_cls.uses:
+            scored = context.task_scores()
+            if not scored:
+                raise HubindexError(f"no {metric} scores for task {task!r} in the pool; run "
+                                    f"`hubindex score --task {task} --metric {metric}` first")
+            if len(scored) < len(pool):
+                notes.append(f"{len(pool) - len(scored)} of {len(pool)} checkpoints in the pool have no {metric} "
+                             f"score for task {task!r}: only a task-agnostic pick can choose them")
+        if USES_KAPPA in query_cls.uses:
+            if kappa is None:
+                corpus, ids, values = _pool_kappa(catalog, pool, corpus)
+                if len(ids) < len(pool):
+                    notes.append(f"{len(pool) - len(ids)} of {len(pool)} checkpoints in the pool have no kappa "
+                                 f"on {corpus} and were left out")
+                kappa = (ids, values)
+            context.kappa = kappa
+        picks = query_cls().select(context, budget)
+        # The task is kept even for task-free strategies: their picks for it can then be compared in SQL.
+        result = SearchResult(strategy, budget, picks, len(pool), task=task,
+                              metric=metric if USES_TASK in query_cls.uses else None, corpus=corpus, notes=notes)
+        with catalog.transaction():
+            (result.selection_id,) = catalog.conn.execute(
+                "INSERT INTO selections (strategy, strategy_version, budget, task, metric, corpus, pool_condition, "
+                "pool_size, seed, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING selection_id",
+                [strategy, query_cls.version, budget, result.task, result.metric, corpus, where, len(pool), seed,
+                 utcnow()],
+            ).fetchone()
+            for rank, pick in enumerate(picks, 1):
+                catalog.conn.execute(
+                    "INSERT INTO selection_items VALUES (?, ?, ?, ?, ?, ?)",
+                    [result.selection_id, rank, pick.checkpoint_id, pick.value, pick.mi_nats, pick.reason],
+                )
+    return result
