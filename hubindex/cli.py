@@ -18,7 +18,7 @@ from hubindex import __version__
 from hubindex.catalog import DEFAULT_ROW_CAP, DEFAULT_TIMEOUT_S, run_readonly_query
 from hubindex.errors import HubindexError, UsageError
 from hubindex.index import INDEX_ENV, Index, resolve_index_dir
-from hubindex.plugins import REGISTRIES, crawlers, describe_plugins, pm
+from hubindex.plugins import REGISTRIES, crawlers, describe_plugins, known_names, pm
 
 
 # A share strictly between 0 and 1 (e.g. of examples held out).
@@ -117,7 +117,7 @@ class CrawlGroup(HubindexGroup):
     def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
         name = args[0] if args else ""
         if not name.startswith("-") and self.get_command(ctx, name) is None:
-            known = ", ".join(self.list_commands(ctx)) or "none installed"
+            known = known_names(crawlers())
             raise UsageError(f"unknown crawl source {name!r}; available sources: {known}")
         return super().resolve_command(ctx, args)
 

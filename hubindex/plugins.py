@@ -138,6 +138,15 @@ def queries() -> dict[str, Registration]:
     return _collect(pm.hook.register_queries, Query)
 
 
+def known_names(registered: dict[str, Registration]) -> str:
+    """The registered names for an error message, or why there are none."""
+    if registered:
+        return ", ".join(sorted(registered))
+    if _allowed() is not None:
+        return f"none loaded ({LOAD_PLUGINS_ENV} leaves them out)"
+    return "none installed"
+
+
 REGISTRIES: dict[str, Callable[[], dict[str, Registration]]] = {
     "crawlers": crawlers,
     "corpora": corpora,

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from hubindex.catalog import Catalog, run_readonly_query, utcnow
 from hubindex.errors import HubindexError, UsageError
 from hubindex.index import Index
-from hubindex.plugins import corpora, probes
+from hubindex.plugins import corpora, known_names, probes
 from hubindex.store import EmbeddingStore, embedding_key
 from hubindex.types import Corpus, CorpusData, Probe, ProbeError
 
@@ -80,7 +80,7 @@ def make_corpus(spec: str, max_items: int | None = None) -> Corpus:
     registered = corpora()
     registration = registered.get(name)
     if registration is None:
-        known = ", ".join(sorted(registered)) or "none installed"
+        known = known_names(registered)
         raise UsageError(f"unknown corpus {name!r}; available corpora: {known}")
     corpus_cls = registration.component
     if colon and not corpus_cls.takes_argument:

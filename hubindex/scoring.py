@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from hubindex.catalog import Catalog, utcnow
 from hubindex.errors import HubindexError, UsageError
 from hubindex.index import Index
-from hubindex.plugins import metrics, probes
+from hubindex.plugins import known_names, metrics, probes
 from hubindex.probing import MAX_MESSAGE_CHARS, pick_probe, resolve_device, select_checkpoints
 from hubindex.store import STORE_DIR, EmbeddingStore, StoreError
 from hubindex.tasks import Task, encode_labels, load_task, stratified_split
@@ -59,7 +59,7 @@ def metric_classes(names: Sequence[str] = ()) -> list[type[Metric]]:
         return [registered[name].component for name in sorted(registered)]
     unknown = [name for name in names if name not in registered]
     if unknown:
-        known = ", ".join(sorted(registered)) or "none installed"
+        known = known_names(registered)
         raise UsageError(f"unknown metric {unknown[0]!r}; available metrics: {known}")
     return [registered[name].component for name in dict.fromkeys(names)]
 

@@ -17,7 +17,7 @@ import numpy as np
 from hubindex.catalog import Catalog, utcnow
 from hubindex.errors import HubindexError, UsageError
 from hubindex.index import Index
-from hubindex.plugins import probes, queries
+from hubindex.plugins import known_names, probes, queries
 from hubindex.probing import select_checkpoints
 from hubindex.scoring import metric_classes
 from hubindex.types import USES_KAPPA, USES_TASK, Pick, Query, QueryContext
@@ -50,7 +50,7 @@ class SearchResult:
 def query_class(name: str) -> type[Query]:
     registered = queries()
     if name not in registered:
-        known = ", ".join(sorted(registered)) or "none installed"
+        known = known_names(registered)
         raise UsageError(f"unknown strategy {name!r}; available strategies: {known}")
     return registered[name].component
 
@@ -119,7 +119,7 @@ def run_search(index: Index, strategy: str, budget: int, task: str | None = None
         if USES_KAPPA in query_cls.uses:
             if kappa is None:
                 corpus, ids, values = _pool_kappa(catalog, pool, corpus)
-                if len(ids) < len(pool):
+                if where is not None and len(ids) < len(pool):  # without --where most rows are never probed
                     notes.append(f"{len(pool) - len(ids)} of {len(pool)} checkpoints in the pool have no kappa "
                                  f"on {corpus} and were left out")
                 kappa = (ids, values)
