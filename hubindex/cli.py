@@ -497,13 +497,11 @@ def score_command(index: Index, checkpoint_ids: tuple[str, ...], task_name: str,
       hubindex score --task news --metric logme --metric knn
       hubindex sql "SELECT checkpoint_id, value FROM task_scores WHERE task = 'news' AND metric = 'logme' ORDER BY value DESC"
     """
-    from hubindex.probing import select_checkpoints
     from hubindex.scoring import run_score, score_table
 
     summary = run_score(index, task_name, metric_names, where, checkpoint_ids, reference_task, device, batch_size)
-    ids = select_checkpoints(index, where, checkpoint_ids) if (where or checkpoint_ids) else None
     with index.open_catalog(read_only=True) as catalog:
-        header, rows = score_table(catalog, task_name, summary.metrics, ids)
+        header, rows = score_table(catalog, task_name, summary.metrics, summary.checkpoint_ids)
     if as_json:
         click.echo(json.dumps([dict(zip(header, row)) for row in rows], indent=2))
     else:
@@ -516,18 +514,6 @@ def score_command(index: Index, checkpoint_ids: tuple[str, ...], task_name: str,
 
 def _rounded(value: Any) -> Any:
     return round(value, 4) if isinstance(value, float) else value
-
-
-def _load_npy_option(path: Path, option: str) -> Any:
-    import numpy as np
-
-    try:
-        return np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise UsageError(f"{option} {path}: no such file") from None
-    except (OSError, ValueError, EOFError) as exc:
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UsageError(f"{option} {path}: not a .npy array file ({detail})") from None
 
 
 @cli.command("metric")
@@ -558,17 +544,18 @@ def metric_command(name: str, features: Path, labels: Path, probs: Path | None, 
       hubindex metric leep --features F.npy --labels y.npy --probs P.npy --json
     """
     from hubindex.scoring import metric_classes, score_arrays
+    from hubindex.tasks import load_npy
 
     metric_classes([name])  # an unknown name fails before any file is read
     if (reference_features is None) != (reference_labels is None):
         raise UsageError("give --reference-features and --reference-labels together")
     reference = None
     if reference_features is not None:
-        reference = (_load_npy_option(reference_features, "--reference-features"),
-                     _load_npy_option(reference_labels, "--reference-labels"))
+        reference = (load_npy(reference_features, "--reference-features"),
+                     load_npy(reference_labels, "--reference-labels"))
     result = score_arrays(
-        name, _load_npy_option(features, "--features"), _load_npy_option(labels, "--labels"),
-        _load_npy_option(probs, "--probs") if probs is not None else None, reference, validation_fraction, seed,
+        name, load_npy(features, "--features"), load_npy(labels, "--labels"),
+        load_npy(probs, "--probs") if probs is not None else None, reference, validation_fraction, seed,
     )
     if as_json:
         click.echo(json.dumps(result.as_json()))
@@ -620,8 +607,9 @@ def select_mmi_command(index: Index, budget: int, corpus: str | None, kappa_file
         if corpus is not None or where is not None:
             raise UsageError("--kappa FILE.npy takes the matrix as it is: drop --corpus and --where")
         from hubindex.selection import mmi_select
+        from hubindex.tasks import load_npy
 
-        matrix = _load_npy_option(kappa_file, "--kappa")
+        matrix = load_npy(kappa_file, "--kappa")
         if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.dtype.kind not in "fiu":
             raise UsageError(f"--kappa {kappa_file}: expected a square numeric matrix, got {matrix.dtype} {matrix.shape}")
         if budget > matrix.shape[0]:

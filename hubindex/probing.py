@@ -32,10 +32,22 @@ MAX_SELECTED = 10_000_000
 
 
 @dataclass
-class ProbeFailure:
+class RunFailure:
+    """A checkpoint a probe or score run could not process; also a row of the failures table."""
+
     subject: str
     kind: str
     message: str
+
+
+def record_run_failure(catalog: Catalog, stage: str, failures: list[RunFailure], subject: str, kind: str,
+                       message: str) -> None:
+    """Record a failure in the catalog (message on one line, shortened) and in the run's list."""
+    message = " ".join(message.split())
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[: MAX_MESSAGE_CHARS - 3] + "..."
+    catalog.record_failure(None, stage, subject, kind, message)
+    failures.append(RunFailure(subject, kind, message))
 
 
 @dataclass
@@ -44,10 +56,13 @@ class ProbeSummary:
     selected: int = 0
     probed: int = 0  # model loaded and run
     reused: int = 0  # already stored: no model loaded
-    failed: int = 0
     no_probe: int = 0  # no installed probe accepts the checkpoint (for the corpus' modality)
     seconds: float = 0.0
-    failures: list[ProbeFailure] = field(default_factory=list)
+    failures: list[RunFailure] = field(default_factory=list)
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
 
     def line(self) -> str:
         used = ", ".join(self.corpora) or "no corpus loaded"
@@ -143,12 +158,7 @@ class _Run:
         self.summary = summary
 
     def fail(self, subject: str, kind: str, message: str) -> None:
-        message = " ".join(message.split())
-        if len(message) > MAX_MESSAGE_CHARS:
-            message = message[: MAX_MESSAGE_CHARS - 3] + "..."
-        self.catalog.record_failure(None, STAGE, subject, kind, message)
-        self.summary.failed += 1
-        self.summary.failures.append(ProbeFailure(subject, kind, message))
+        record_run_failure(self.catalog, STAGE, self.summary.failures, subject, kind, message)
 
     def probe(self, probe: Probe, checkpoint: dict[str, Any], corpus: CorpusData) -> None:
         checkpoint_id = checkpoint["checkpoint_id"]

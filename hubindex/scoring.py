@@ -27,13 +27,14 @@ from hubindex.catalog import Catalog, utcnow
 from hubindex.errors import HubindexError, UsageError
 from hubindex.index import Index
 from hubindex.plugins import known_names, metrics, probes
-from hubindex.probing import MAX_MESSAGE_CHARS, pick_probe, resolve_device, select_checkpoints
+from hubindex.probing import RunFailure, pick_probe, record_run_failure, resolve_device, select_checkpoints
 from hubindex.store import STORE_DIR, EmbeddingStore, StoreError
 from hubindex.tasks import Task, encode_labels, load_task, stratified_split
 from hubindex.types import (
     NEEDS_HEAD,
     NEEDS_HELD_OUT,
     NEEDS_REFERENCE,
+    PROBABILITY_TOLERANCE,
     ExampleOutput,
     Metric,
     MetricInput,
@@ -45,8 +46,6 @@ from hubindex.types import (
 STAGE = "score"
 FEATURES = "features"
 HEAD = "head"
-# Rows of --probs may deviate this much from summing to 1 (float32 softmax rounding).
-PROBABILITY_TOLERANCE = 1e-3
 
 
 # ------------------------------------------------------------------------------------ metrics
@@ -240,26 +239,23 @@ def task_features(catalog: Catalog, store: EmbeddingStore, probe: Probe, checkpo
 
 
 @dataclass
-class ScoreFailure:
-    subject: str
-    kind: str
-    message: str
-
-
-@dataclass
 class ScoreSummary:
     task: str = ""
     metrics: list[str] = field(default_factory=list)
+    checkpoint_ids: list[str] = field(default_factory=list)  # the checkpoints selected for scoring
     selected: int = 0
     embedded: int = 0  # model loaded and run on the task's examples
     computed: int = 0  # scores written
     current: int = 0  # scores already up to date
     not_applicable: int = 0  # (checkpoint, metric) pairs the metric cannot score by design
-    failed: int = 0
     no_probe: int = 0
     seconds: float = 0.0
-    failures: list[ScoreFailure] = field(default_factory=list)
+    failures: list[RunFailure] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # why metrics were not applicable, once each
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
 
     def line(self) -> str:
         return (
@@ -287,12 +283,7 @@ class _ScoreRun:
         self.summary = summary
 
     def fail(self, subject: str, kind: str, message: str) -> None:
-        message = " ".join(message.split())
-        if len(message) > MAX_MESSAGE_CHARS:
-            message = message[: MAX_MESSAGE_CHARS - 3] + "..."
-        self.catalog.record_failure(None, STAGE, subject, kind, message)
-        self.summary.failed += 1
-        self.summary.failures.append(ScoreFailure(subject, kind, message))
+        record_run_failure(self.catalog, STAGE, self.summary.failures, subject, kind, message)
 
     def note(self, text: str) -> None:
         if text not in self.summary.notes:
@@ -411,7 +402,7 @@ def run_score(
     summary = ScoreSummary(task=task_name, metrics=[m.name for m in metric_list])
     if where is None and not checkpoint_ids:
         where = "true"
-    selected = select_checkpoints(index, where, checkpoint_ids)
+    selected = summary.checkpoint_ids = select_checkpoints(index, where, checkpoint_ids)
     device = resolve_device(device)
     with index.open_catalog() as catalog:
         task = load_task(index, catalog, task_name)
@@ -447,17 +438,13 @@ def run_score(
     return summary
 
 
-def score_table(catalog: Catalog, task: str, metric_names: Sequence[str], checkpoint_ids: Sequence[str] | None = None
+def score_table(catalog: Catalog, task: str, metric_names: Sequence[str], checkpoint_ids: Sequence[str]
                 ) -> tuple[list[str], list[list[Any]]]:
     """(header, rows): one row per checkpoint, one column per metric, from `task_scores`."""
-    params: list[Any] = [task, list(metric_names)]
-    condition = ""
-    if checkpoint_ids is not None:
-        condition = "AND list_contains(?, checkpoint_id)"
-        params.append(list(checkpoint_ids))
     found = catalog.conn.execute(
-        f"SELECT checkpoint_id, metric, value FROM task_scores WHERE task = ? AND list_contains(?, metric) {condition}",
-        params,
+        "SELECT checkpoint_id, metric, value FROM task_scores WHERE task = ? AND list_contains(?, metric) "
+        "AND list_contains(?, checkpoint_id)",
+        [task, list(metric_names), list(checkpoint_ids)],
     ).fetchall()
     values: dict[str, dict[str, float]] = {}
     for checkpoint_id, metric, value in found:

@@ -202,7 +202,8 @@ def _csv_label(value: str, path: Path, line: int) -> Any:
     return value
 
 
-def _load_npy(path: Path, what: str) -> np.ndarray:
+def load_npy(path: Path, what: str) -> np.ndarray:
+    """An array from a .npy file (no pickles); a missing or malformed file is a UsageError naming `what`."""
     try:
         return np.load(path, allow_pickle=False)
     except FileNotFoundError:
@@ -266,8 +267,8 @@ def examples_from_array(array: np.ndarray, what: str) -> tuple[str, list[Any]]:
 
 def read_arrays(x_path: Path, y_path: Path) -> TaskExamples:
     """Examples X.npy (images or texts) and labels y.npy (integers or strings)."""
-    x = _load_npy(x_path, "--arrays")
-    y = _load_npy(y_path, "--arrays")
+    x = load_npy(x_path, "--arrays")
+    y = load_npy(y_path, "--arrays")
     if y.ndim != 1:
         raise UsageError(f"--arrays {y_path}: labels must be a 1-D array, got shape {y.shape}")
     if x.ndim == 0 or len(x) == 0:

@@ -272,6 +272,9 @@ class ExampleOutput:
     head_probs: np.ndarray | None = None  # (n_examples, n_source_classes)
 
 
+# Rows of head probabilities may deviate this much from summing to 1 (float32 softmax rounding).
+PROBABILITY_TOLERANCE = 1e-3
+
 # What a metric may need beyond features and labels (Metric.needs).
 NEEDS_HELD_OUT = "held-out"  # trains on the `train` rows and evaluates on the others
 NEEDS_HEAD = "head"  # the checkpoint's own classifier: MetricInput.head_probs

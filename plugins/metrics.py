@@ -112,10 +112,15 @@ from typing import Any
 import numpy as np
 
 from hubindex import hookimpl
-from hubindex.types import NEEDS_HEAD, NEEDS_HELD_OUT, Metric, MetricInput, MetricNotApplicable
+from hubindex.types import (
+    NEEDS_HEAD,
+    NEEDS_HELD_OUT,
+    PROBABILITY_TOLERANCE,
+    Metric,
+    MetricInput,
+    MetricNotApplicable,
+)
 
-# Rows of head_probs may deviate this much from summing to 1 (float32 softmax rounding).
-PROBABILITY_TOLERANCE = 1e-3
 
 # linear probe (and the reference classifier of task-relatedness)
 PROBE_C = 1.0
