@@ -6,6 +6,7 @@ All times are stored as UTC in TIMESTAMP columns.
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from hubindex.migrations import LATEST_VERSION, MIGRATIONS
 from hubindex.types import CheckpointRecord
 
 CATALOG_FILENAME = "catalog.duckdb"
+# A read-only copy of the catalog that a long writer (the nightly run) publishes for readers.
+SNAPSHOT_FILENAME = "catalog.snapshot.duckdb"
 DEFAULT_ROW_CAP = 1000
 DEFAULT_TIMEOUT_S = 30.0
 # Statement types a user query may have: reading, and explaining how a read would run.
@@ -31,15 +34,29 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
+class CatalogLockedError(CatalogBusyError):
+    """Another process holds the catalog file's lock; `writer_pid` is that process, when DuckDB names it."""
+
+    def __init__(self, message: str, writer_pid: int | None) -> None:
+        super().__init__(message)
+        self.writer_pid = writer_pid
+
+
+# DuckDB names the holder of a conflicting lock: "Conflicting lock is held in /usr/bin/python3 (PID 1234)".
+_LOCK_HOLDER = re.compile(r"Conflicting lock is held in .*?\(PID (\d+)\)")
+
+
 def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
     try:
         return duckdb.connect(str(path), read_only=read_only)
     except duckdb.IOException as exc:
         text = str(exc)
         if "lock" in text.lower():
-            raise CatalogBusyError(
+            holder = _LOCK_HOLDER.search(text)
+            raise CatalogLockedError(
                 f"catalog {path} is being written by another process; retry when it finishes "
-                f"({text.splitlines()[0]})"
+                f"({text.splitlines()[0]})",
+                int(holder.group(1)) if holder else None,
             ) from None
         raise HubindexError(f"cannot open catalog {path}: {text.splitlines()[0]}") from None
     except duckdb.Error as exc:
@@ -138,6 +155,28 @@ class Catalog:
 
     def transaction(self) -> _Transaction:
         return _Transaction(self.conn)
+
+    def publish_snapshot(self) -> Path:
+        """Copy the committed catalog to catalog.snapshot.duckdb beside it, atomically; return its path.
+
+        Readers use the snapshot while this process holds the catalog for writing (DuckDB lets a
+        file be open by one writing process and no reader). The copy is made by DuckDB inside one
+        transaction - never by reading the file, which would also drop this process's lock on it.
+        """
+        target = snapshot_path(self.path)
+        temporary = target.with_name(f".{target.name}.tmp")
+        for leftover in (temporary, temporary.with_name(temporary.name + ".wal")):
+            leftover.unlink(missing_ok=True)  # from a run killed while copying
+        database = self.conn.execute("SELECT current_database()").fetchone()[0]
+        quoted_path = str(temporary).replace("'", "''")
+        self.conn.execute(f"ATTACH '{quoted_path}' AS hubindex_snapshot")
+        try:
+            self.conn.execute(f'COPY FROM DATABASE "{database}" TO hubindex_snapshot')
+        finally:
+            self.conn.execute("DETACH hubindex_snapshot")  # closes and checkpoints the copy
+        os.replace(temporary, target)
+        _fsync_folder(target.parent)
+        return target
 
     # ---------------------------------------------------------------- checkpoints
 
@@ -341,6 +380,20 @@ class Catalog:
         )
 
 
+def snapshot_path(catalog_path: Path) -> Path:
+    """Where the read snapshot of a catalog lives."""
+    return Path(catalog_path).with_name(SNAPSHOT_FILENAME)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in the folder survive a power cut."""
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
 class _Transaction:
     """BEGIN/COMMIT around a block; ROLLBACK if it raises. Nested use joins the outer one."""
 
@@ -415,6 +468,33 @@ class QueryResult:
     columns: list[str]
     rows: list[tuple[Any, ...]]
     truncated: bool
+    # Set when the catalog was locked by a writer and the query read its snapshot instead.
+    snapshot: SnapshotRead | None = None
+
+
+@dataclass(frozen=True)
+class SnapshotRead:
+    """A query answered from the read snapshot: which file, how old, and who held the catalog."""
+
+    path: Path
+    taken_at: datetime  # UTC, naive
+    writer_pid: int | None
+
+
+def open_for_reading(path: Path, snapshot_fallback: bool = False) -> tuple[Catalog, SnapshotRead | None]:
+    """The catalog opened read-only; with snapshot_fallback, its snapshot while a writer holds it."""
+    try:
+        return Catalog(path, read_only=True), None
+    except CatalogLockedError as busy:
+        snapshot = snapshot_path(path)
+        if not snapshot_fallback or not snapshot.is_file():
+            raise
+        try:
+            catalog = Catalog(snapshot, read_only=True)
+            taken_at = datetime.fromtimestamp(snapshot.stat().st_mtime, timezone.utc).replace(tzinfo=None)
+        except (HubindexError, OSError):
+            raise busy from None
+        return catalog, SnapshotRead(snapshot, taken_at, busy.writer_pid)
 
 
 def run_readonly_query(
@@ -423,13 +503,15 @@ def run_readonly_query(
     params: dict[str, str] | None = None,
     row_cap: int = DEFAULT_ROW_CAP,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    snapshot_fallback: bool = False,
 ) -> QueryResult:
     """Run one user SELECT on a read-only connection with no file or network access.
 
     Three fences: the file is opened read-only, the statement must be a single SELECT/EXPLAIN,
-    and external access (ATTACH, COPY, read_csv, INSTALL/LOAD) is disabled and locked.
+    and external access (ATTACH, COPY, read_csv, INSTALL/LOAD) is disabled and locked. With
+    snapshot_fallback, a catalog locked by a writer is read from its snapshot (result.snapshot).
     """
-    catalog = Catalog(path, read_only=True)
+    catalog, snapshot = open_for_reading(path, snapshot_fallback)
     conn = catalog.conn
     try:
         for setting in (
@@ -466,7 +548,7 @@ def run_readonly_query(
             timer.cancel()
         truncated = len(rows) > row_cap
         rows = _decode_json_columns(rows[:row_cap], [str(d[1]) for d in description])
-        return QueryResult(columns, rows, truncated=truncated)
+        return QueryResult(columns, rows, truncated=truncated, snapshot=snapshot)
     finally:
         catalog.close()
 

@@ -154,7 +154,14 @@ def sql_command(index: Index, query: str, params: tuple[tuple[str, str], ...], f
       hubindex sql "SELECT checkpoint_id, in1k_top1 FROM checkpoints
                     WHERE params_total < \\$max ORDER BY in1k_top1 DESC LIMIT 5" -p max 30000000
     """
-    result = run_readonly_query(index.catalog_path, query, dict(params), row_cap=max_rows, timeout_s=timeout)
+    result = run_readonly_query(index.catalog_path, query, dict(params), row_cap=max_rows, timeout_s=timeout,
+                                snapshot_fallback=True)
+    if result.snapshot is not None:
+        from hubindex.nightly import describe_writer
+
+        writer = describe_writer(index.root, result.snapshot.writer_pid)
+        click.echo(f"hubindex: the catalog is being written by {writer}; answering from its read snapshot of "
+                   f"{result.snapshot.taken_at:%Y-%m-%d %H:%M:%S} UTC", err=True)
     click.echo(format_rows(result.columns, result.rows, fmt), nl=False)
     if result.truncated:
         click.echo(f"hubindex: showing the first {max_rows} rows; raise --max-rows for more", err=True)
@@ -206,6 +213,18 @@ def format_rows(columns: list[str], rows: list[tuple[Any, ...]], fmt: str) -> st
 # ------------------------------------------------------------------------------------ probe
 
 
+def executor_options(command: Any) -> Any:
+    """--executor, --address and --workers: where probe and score run their models."""
+    command = click.option("--workers", type=click.IntRange(1, None), default=None,
+                           help="Ray: checkpoints at once [default: a local instance's CPU count, or what the "
+                                "cluster fits].")(command)
+    command = click.option("--address", metavar="ADDR",
+                           help="Ray: join this cluster (e.g. auto, ray://head:10001) instead of starting "
+                                "a local instance.")(command)
+    return click.option("--executor", "executor_kind", default="local", show_default=True, metavar="NAME",
+                        help="Where models run: local (this process) or ray (one task per checkpoint).")(command)
+
+
 @cli.command("probe")
 @click.argument("checkpoint_ids", nargs=-1, metavar="[CHECKPOINT_ID]...")
 @click.option("--corpus", "corpus_spec", metavar="NAME[:ARG]",
@@ -219,9 +238,11 @@ def format_rows(columns: list[str], rows: list[tuple[Any, ...]], fmt: str) -> st
               help="Lines (text) or images per forward pass [default: the probe's, 32].")
 @click.option("--max-items", type=click.IntRange(1, None), default=None,
               help="Corpus size: words for text, images for image corpora [default: the corpus's].")
+@executor_options
 @click.pass_obj
 def probe_command(index: Index, checkpoint_ids: tuple[str, ...], corpus_spec: str | None, where: str | None,
-                  device: str, batch_size: int | None, max_items: int | None) -> None:
+                  device: str, batch_size: int | None, max_items: int | None, executor_kind: str,
+                  address: str | None, workers: int | None) -> None:
     """Run checkpoints on a probing corpus and store their features (one row per item).
 
     \b
@@ -234,11 +255,15 @@ def probe_command(index: Index, checkpoint_ids: tuple[str, ...], corpus_spec: st
     Examples:
       hubindex probe --where "library_name = 'timm'" --corpus sample-images --max-items 64
       hubindex probe local:/models/bert-tiny --corpus bbc-news --max-items 5000
+      hubindex probe --where true --executor ray --workers 2
     """
+    from hubindex.executors import make_executor
     from hubindex.probing import run_probe, select_checkpoints
 
-    ids = select_checkpoints(index, where, checkpoint_ids)
-    summary = run_probe(index, ids, corpus_spec, device=device, batch_size=batch_size, max_items=max_items)
+    with make_executor(executor_kind, address, workers) as executor:
+        ids = select_checkpoints(index, where, checkpoint_ids)
+        summary = run_probe(index, ids, corpus_spec, device=device, batch_size=batch_size, max_items=max_items,
+                            executor=executor)
     click.echo(summary.line())
     print_failures(summary.failures)
 
@@ -479,11 +504,12 @@ def task_remove_command(index: Index, name: str) -> None:
               help="Where models run; auto = cuda when available.")
 @click.option("--batch-size", type=click.IntRange(1, 100_000), default=None,
               help="Examples per forward pass [default: the probe's, 32].")
+@executor_options
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON rows instead of a table.")
 @click.pass_obj
 def score_command(index: Index, checkpoint_ids: tuple[str, ...], task_name: str, metric_names: tuple[str, ...],
                   where: str | None, reference_task: str | None, device: str, batch_size: int | None,
-                  as_json: bool) -> None:
+                  executor_kind: str, address: str | None, workers: int | None, as_json: bool) -> None:
     """Score checkpoints on a task with metric plugins; results go to the task_scores table.
 
     \b
@@ -497,9 +523,12 @@ def score_command(index: Index, checkpoint_ids: tuple[str, ...], task_name: str,
       hubindex score --task news --metric logme --metric knn
       hubindex sql "SELECT checkpoint_id, value FROM task_scores WHERE task = 'news' AND metric = 'logme' ORDER BY value DESC"
     """
+    from hubindex.executors import make_executor
     from hubindex.scoring import run_score, score_table
 
-    summary = run_score(index, task_name, metric_names, where, checkpoint_ids, reference_task, device, batch_size)
+    with make_executor(executor_kind, address, workers) as executor:
+        summary = run_score(index, task_name, metric_names, where, checkpoint_ids, reference_task, device,
+                            batch_size, executor=executor)
     with index.open_catalog(read_only=True) as catalog:
         header, rows = score_table(catalog, task_name, summary.metrics, summary.checkpoint_ids)
     if as_json:
@@ -715,6 +744,58 @@ def evaluate_command(scores_file: Path, truth_file: Path, budget: int, as_json: 
         click.echo(json.dumps(report.as_json()))
     else:
         click.echo(report.table())
+
+
+# ------------------------------------------------------------------------------------ nightly
+
+
+@cli.command("nightly")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="TOML configuration (see examples/nightly/nightly.toml) [default: keep current what the "
+                   "index holds: repeat its crawls, probe its corpora, score its tasks, local weights only].")
+@click.option("--executor", "executor_kind", metavar="local|ray", help="Where probing and scoring compute runs.")
+@click.option("--address", metavar="ADDR", help="Ray cluster address for --executor ray (e.g. ray://head:10001).")
+@click.option("--workers", type=click.IntRange(1, None), help="Parallel workers of the executor.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where models run [default: auto].")
+@click.option("--max-checkpoints", type=click.IntRange(1, None),
+              help="At most N checkpoints probed, and N embedded for scoring, this run; the rest wait.")
+@click.option("--check", is_flag=True, help="Validate the configuration and print the settings as JSON; run nothing.")
+@click.pass_obj
+def nightly_command(index: Index, config_file: Path | None, executor_kind: str | None, address: str | None,
+                    workers: int | None, device: str | None, max_checkpoints: int | None, check: bool) -> None:
+    """Keep the index current: crawl -> probe -> kappa -> score -> report, safe to run every night.
+
+    \b
+    Incremental: a run after a night without changes downloads nothing and runs no model.
+    One run at a time (a lock that a killed run never leaves behind); a killed run's work is
+    completed by the next. Failing checkpoints are recorded and skipped. `hubindex sql` reads a
+    snapshot of the catalog while a run writes it. The report goes to the nightly_runs and
+    nightly_stages tables and to <index>/reports/nightly-<run_id>.txt.
+
+    \b
+    Exit codes: 0 completed; 1 a stage failed, or a full disk or a refused write stopped the run;
+    2 bad configuration or arguments; 3 another nightly run holds the lock (or another process
+    held the catalog too long); 130 interrupted (SIGINT, SIGTERM).
+
+    \b
+    Examples:
+      hubindex nightly --config examples/nightly/nightly.toml
+      hubindex nightly --config nightly.toml --executor ray --address ray://head:10001
+    """
+    from hubindex.nightly import default_config, load_config, run_nightly
+
+    config = load_config(config_file) if config_file is not None else None
+    overrides = dict(executor=executor_kind, address=address, workers=workers, device=device,
+                     max_checkpoints=max_checkpoints)
+    if check:
+        chosen = (config or default_config(index)).with_overrides(**overrides)
+        click.echo(json.dumps(chosen.as_json(), indent=2))
+        return
+    report = run_nightly(index, config, log=lambda line: click.echo(f"nightly: {line}", err=True),
+                         overrides=overrides)
+    click.echo(report.summary, nl=False)
+    if report.status != "completed":
+        raise HubindexError(f"nightly run {report.run_id} {report.status}: {report.error}; see {report.report_path}")
 
 
 # ------------------------------------------------------------------------------------ entry

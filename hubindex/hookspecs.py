@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     import click
     import duckdb
 
-    from hubindex.types import Corpus, Crawler, Metric, Probe, Query
+    from hubindex.types import Corpus, Crawler, Executor, Metric, Probe, Query
 
 hookspec = HookspecMarker("hubindex")
 hookimpl = HookimplMarker("hubindex")
@@ -43,6 +43,11 @@ def register_metrics(register: Callable[[type[Metric]], None]) -> None:
 @hookspec
 def register_queries(register: Callable[[type[Query]], None]) -> None:
     """Register Query classes (search strategies) that select checkpoints from the catalog."""
+
+
+@hookspec
+def register_executors(register: Callable[[type[Executor]], None]) -> None:
+    """Register Executor classes that run probing and scoring work (in-process, on a Ray cluster, ...)."""
 
 
 @hookspec

@@ -245,6 +245,51 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        5,
+        "nightly runs, their stages, and failures linked to them",
+        """
+        -- One row per `hubindex nightly` run. A run still 'running' when the next one starts died
+        -- without finishing (killed, power cut); the next run marks it 'interrupted'.
+        CREATE SEQUENCE nightly_run_ids START 1;
+        CREATE TABLE nightly_runs (
+            run_id          BIGINT PRIMARY KEY DEFAULT nextval('nightly_run_ids'),
+            started_at      TIMESTAMP NOT NULL,
+            finished_at     TIMESTAMP,
+            status          VARCHAR NOT NULL,      -- running | completed | failed | interrupted
+            host            VARCHAR NOT NULL,
+            pid             INTEGER NOT NULL,
+            config_source   VARCHAR NOT NULL,      -- the --config file, or 'defaults'
+            config          JSON NOT NULL,         -- the effective settings, CLI overrides applied
+            config_sha256   VARCHAR NOT NULL,
+            summary         VARCHAR,               -- the text report, also in reports/nightly-<run_id>.txt
+            error           VARCHAR                -- why the run stopped, for failed runs
+        );
+
+        -- One row per finished stage of a run (crawl, probe, kappa, score); a stage that was
+        -- killed has none. The counters mean, per stage: crawl - checkpoints; probe - checkpoints
+        -- given features; kappa - pairs and fingerprints; score - scores.
+        CREATE TABLE nightly_stages (
+            run_id          BIGINT NOT NULL,
+            stage           VARCHAR NOT NULL,
+            status          VARCHAR NOT NULL,      -- completed | failed | skipped
+            started_at      TIMESTAMP NOT NULL,
+            seconds         DOUBLE NOT NULL,
+            added           BIGINT NOT NULL,
+            changed         BIGINT NOT NULL,
+            unchanged       BIGINT NOT NULL,
+            failed          BIGINT NOT NULL,
+            details         JSON NOT NULL,         -- per source, corpus or task: what was done
+            PRIMARY KEY (run_id, stage)
+        );
+
+        -- Failures of a nightly run's stages name the run; `revision` is the checkpoint revision
+        -- (sha) that failed, so a nightly run retries the checkpoint only once it changes (or
+        -- after the configured number of days).
+        ALTER TABLE failures ADD COLUMN nightly_run_id BIGINT;
+        ALTER TABLE failures ADD COLUMN revision VARCHAR;
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

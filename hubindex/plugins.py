@@ -12,7 +12,7 @@ from typing import Any, Callable, TypeVar
 import pluggy
 
 from hubindex import hookspecs
-from hubindex.types import Component, Corpus, Crawler, Metric, Probe, Query
+from hubindex.types import Component, Corpus, Crawler, Executor, Metric, Probe, Query
 
 ENTRY_POINT_GROUP = "hubindex"
 # Comma-separated allow-list: when set, only these plugins (by name) are loaded.
@@ -30,6 +30,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "hubindex_plugins.metric_task_relatedness",
     "hubindex_plugins.queries",
     "hubindex_plugins.zoo",
+    "hubindex_plugins.executors",
 )
 
 pm = pluggy.PluginManager("hubindex")
@@ -138,6 +139,11 @@ def queries() -> dict[str, Registration]:
     return _collect(pm.hook.register_queries, Query)
 
 
+def executors() -> dict[str, Registration]:
+    """Registered executors by name."""
+    return _collect(pm.hook.register_executors, Executor)
+
+
 def known_names(registered: dict[str, Registration]) -> str:
     """The registered names for an error message, or why there are none."""
     if registered:
@@ -153,6 +159,7 @@ REGISTRIES: dict[str, Callable[[], dict[str, Registration]]] = {
     "probes": probes,
     "metrics": metrics,
     "queries": queries,
+    "executors": executors,
 }
 
 

@@ -6,11 +6,16 @@ checkpoint is reused without loading its model. Otherwise the probe runs, the ma
 to the store (atomically) and then registered in the catalog, in one transaction per checkpoint;
 an interrupted run keeps every checkpoint it finished. A checkpoint that cannot be loaded or gives
 non-finite features is recorded in `failures` (stage 'probe') and the run goes on.
+
+A run has three steps: the driver plans (reads the catalog: what is stored, what must run), an
+executor computes (`probe_checkpoint`, a pure function of a picklable `ProbeWork`: in this process
+or as a Ray task) and the driver commits each result as it arrives (store file, then catalog rows).
 """
 
 from __future__ import annotations
 
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -19,10 +24,11 @@ from tqdm.auto import tqdm
 
 from hubindex.catalog import Catalog, run_readonly_query, utcnow
 from hubindex.errors import HubindexError, UsageError
+from hubindex.executors import local_executor
 from hubindex.index import Index
 from hubindex.plugins import corpora, known_names, probes
 from hubindex.store import EmbeddingStore, embedding_key
-from hubindex.types import Corpus, CorpusData, Probe, ProbeError
+from hubindex.types import Corpus, CorpusData, Executor, Probe, ProbeError, TaskResources
 
 STAGE = "probe"
 DEVICES = ("auto", "cpu", "cuda")
@@ -75,15 +81,19 @@ class ProbeSummary:
 # ------------------------------------------------------------------------------------ choices
 
 
-def resolve_device(device: str) -> str:
-    """auto -> cuda when a CUDA device is available, else cpu; cuda without one is an error."""
+def resolve_device(device: str, executor: Executor | None = None) -> str:
+    """auto -> cuda when a CUDA device is available (where the executor runs work), else cpu;
+    cuda without one is an error."""
     if device not in DEVICES:
         raise UsageError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
     if device == "cpu":
         return "cpu"
-    import torch
+    if executor is not None:
+        available = executor.cuda_available()
+    else:
+        import torch
 
-    available = torch.cuda.is_available()
+        available = torch.cuda.is_available()
     if device == "cuda" and not available:
         raise UsageError("--device cuda: no CUDA device is available (use --device cpu or auto)")
     return "cuda" if available else "cpu"
@@ -149,23 +159,84 @@ def select_checkpoints(index: Index, where: str | None = None, checkpoint_ids: S
 # ------------------------------------------------------------------------------------ running
 
 
+@dataclass(frozen=True)
+class ProbeWork:
+    """One checkpoint to probe: everything a worker needs, picklable (the corpus is shared)."""
+
+    probe: Probe
+    checkpoint: dict[str, Any]
+    sha: str
+
+
+@dataclass
+class ProbeResult:
+    """What a worker sends back: the feature matrix (NaN rows = dropped items), or why there is none."""
+
+    features: np.ndarray | None
+    seconds: float = 0.0
+    failure_kind: str = ""
+    failure_message: str = ""
+
+
+def _failed(kind: str, message: str, seconds: float = 0.0) -> ProbeResult:
+    return ProbeResult(None, seconds, kind, message)
+
+
+def probe_checkpoint(work: ProbeWork, corpora: dict[str, CorpusData]) -> ProbeResult:
+    """The compute step: load the checkpoint, embed the corpus of its probe's modality, check the rows."""
+    probe = work.probe
+    corpus = corpora[probe.modality]
+    started = time.monotonic()
+    try:
+        output = probe.embed(work.checkpoint, corpus)
+    except ProbeError as exc:
+        return _failed(exc.kind, f"{probe.name} on {corpus.name}: {exc}")
+    except MemoryError as exc:
+        return _failed("out-of-memory", f"{probe.name} on {corpus.name}: {exc}")
+    except Exception as exc:  # a plugin's bug must not end the run for every other checkpoint
+        return _failed("probe-error", f"{probe.name} on {corpus.name}: {type(exc).__name__}: {exc}")
+    seconds = time.monotonic() - started
+
+    features = np.asarray(output.features, dtype=np.float32)
+    dropped = np.asarray(output.dropped, dtype=bool)
+    if features.ndim != 2 or features.shape[0] != corpus.size or dropped.shape != (corpus.size,):
+        return _failed("probe-error",
+                       f"{probe.name} returned features of shape {features.shape} for {corpus.size} items")
+    bad = int((~np.isfinite(features[~dropped]).all(axis=1)).sum())
+    if bad:
+        return _failed("non-finite",
+                       f"{probe.name} on {corpus.name}: {bad} of {int((~dropped).sum())} feature rows hold NaN or inf")
+    if dropped.all():
+        return _failed("no-features", f"{probe.name} on {corpus.name}: every item was dropped")
+    features = features.copy()
+    features[dropped] = np.nan
+    return ProbeResult(features, seconds)
+
+
+# What planning a checkpoint can end in besides work to do.
+SETTLED = "settled"  # reused, or recorded as failed: nothing to run
+DEFERRED = "deferred"  # another checkpoint of this run has the same weights: plan it again after that one
+
+
 class _Run:
-    """Probes checkpoints one at a time; each finished one is stored and committed at once."""
+    """Plans what to probe, and stores and commits each finished checkpoint at once."""
 
     def __init__(self, catalog: Catalog, store: EmbeddingStore, summary: ProbeSummary) -> None:
         self.catalog = catalog
         self.store = store
         self.summary = summary
+        self.claimed: set[str] = set()  # embedding keys this round computes
 
     def fail(self, subject: str, kind: str, message: str) -> None:
         record_run_failure(self.catalog, STAGE, self.summary.failures, subject, kind, message)
 
-    def probe(self, probe: Probe, checkpoint: dict[str, Any], corpus: CorpusData) -> None:
+    def plan(self, probe: Probe, checkpoint: dict[str, Any], corpus: CorpusData) -> ProbeWork | str:
+        """The work to do for a checkpoint, SETTLED (reused, failed) or DEFERRED (its twin runs first)."""
         checkpoint_id = checkpoint["checkpoint_id"]
         sha = probe.revision(checkpoint)
         if not sha:
             self.fail(checkpoint_id, "no-revision", "the catalog has no sha for this checkpoint; crawl it again")
-            return
+            return SETTLED
         stored = self.catalog.embedding(sha, corpus.content_hash, probe.layer, probe.pooling, checkpoint_id)
         if (
             stored is not None
@@ -177,53 +248,48 @@ class _Run:
                     self.catalog.register_embedding({**stored, "checkpoint_id": checkpoint_id, "created_at": utcnow()})
                 self.catalog.resolve_failures(STAGE, [checkpoint_id])
             self.summary.reused += 1
-            return
-
-        started = time.monotonic()
-        try:
-            output = probe.embed(checkpoint, corpus)
-        except ProbeError as exc:
-            self.fail(checkpoint_id, exc.kind, f"{probe.name} on {corpus.name}: {exc}")
-            return
-        except MemoryError as exc:
-            self.fail(checkpoint_id, "out-of-memory", f"{probe.name} on {corpus.name}: {exc}")
-            return
-        except Exception as exc:  # a plugin's bug must not end the run for every other checkpoint
-            self.fail(checkpoint_id, "probe-error", f"{probe.name} on {corpus.name}: {type(exc).__name__}: {exc}")
-            return
-        seconds = time.monotonic() - started
-
-        features = np.asarray(output.features, dtype=np.float32)
-        dropped = np.asarray(output.dropped, dtype=bool)
-        if features.ndim != 2 or features.shape[0] != corpus.size or dropped.shape != (corpus.size,):
-            self.fail(checkpoint_id, "probe-error",
-                      f"{probe.name} returned features of shape {features.shape} for {corpus.size} items")
-            return
-        bad = int((~np.isfinite(features[~dropped]).all(axis=1)).sum())
-        if bad:
-            self.fail(checkpoint_id, "non-finite",
-                      f"{probe.name} on {corpus.name}: {bad} of {int((~dropped).sum())} feature rows hold NaN or inf")
-            return
-        if dropped.all():
-            self.fail(checkpoint_id, "no-features", f"{probe.name} on {corpus.name}: every item was dropped")
-            return
-        features = features.copy()
-        features[dropped] = np.nan
-
+            return SETTLED
         key = embedding_key(sha, corpus.content_hash, probe.layer, probe.pooling)
-        matrix = self.store.write(key, features)  # in place (atomically) before the catalog names it
+        if key in self.claimed:
+            return DEFERRED
+        self.claimed.add(key)
+        return ProbeWork(probe, checkpoint, sha)
+
+    def commit(self, work: ProbeWork, result: ProbeResult, corpus: CorpusData) -> None:
+        """Store a worker's features, then register them in one transaction (or record its failure)."""
+        checkpoint_id = work.checkpoint["checkpoint_id"]
+        if result.features is None:
+            self.fail(checkpoint_id, result.failure_kind, result.failure_message)
+            return
+        probe = work.probe
+        key = embedding_key(work.sha, corpus.content_hash, probe.layer, probe.pooling)
+        matrix = self.store.write(key, result.features)  # in place (atomically) before the catalog names it
         with self.catalog.transaction():
             self.catalog.register_embedding({
-                "checkpoint_id": checkpoint_id, "checkpoint_sha": sha,
+                "checkpoint_id": checkpoint_id, "checkpoint_sha": work.sha,
                 "corpus": corpus.name, "corpus_hash": corpus.content_hash,
                 "layer": probe.layer, "pooling": probe.pooling,
                 "probe": probe.name, "probe_version": probe.version,
                 "n_items": matrix.n_items, "n_kept": matrix.n_kept, "dim": matrix.dim,
                 "path": matrix.path, "file_sha256": matrix.sha256,
-                "seconds": seconds, "created_at": utcnow(),
+                "seconds": result.seconds, "created_at": utcnow(),
             })
             self.catalog.resolve_failures(STAGE, [checkpoint_id])
         self.summary.probed += 1
+
+    def compute(self, executor: Executor, work: list[ProbeWork], resources: TaskResources,
+                corpora: dict[str, CorpusData], bar: tqdm) -> None:
+        """Run the work on the executor; commit each checkpoint as it finishes."""
+        finished = executor.map(probe_checkpoint, work, resources, shared=corpora)
+        with closing(finished):  # an interrupt stops what the executor still runs
+            for done in finished:
+                item = done.item
+                corpus = corpora[item.probe.modality]
+                result = done.result if done.error is None else _failed(
+                    done.error_kind, f"{item.probe.name} on {corpus.name}: {done.error}")
+                self.commit(item, result, corpus)
+                bar.set_postfix_str(item.checkpoint["checkpoint_id"][-40:], refresh=False)
+                bar.update(1)
 
 
 def pick_probe(instances: list[Probe], checkpoint: dict[str, Any], modality: str | None) -> Probe | None:
@@ -234,6 +300,11 @@ def pick_probe(instances: list[Probe], checkpoint: dict[str, Any], modality: str
     return None
 
 
+def probe_resources(device: str) -> TaskResources:
+    """What one checkpoint's probe task takes: a GPU on CUDA, else a CPU."""
+    return TaskResources(cpus=1, gpus=1 if device == "cuda" else 0)
+
+
 def run_probe(
     index: Index,
     checkpoint_ids: Sequence[str],
@@ -242,12 +313,18 @@ def run_probe(
     batch_size: int | None = None,
     max_items: int | None = None,
     show_progress: bool | None = None,
+    executor: Executor | None = None,
 ) -> ProbeSummary:
-    """Probe the checkpoints on the named corpus (or each probe's default corpus) into the store."""
+    """Probe the checkpoints on the named corpus (or each probe's default corpus) into the store.
+
+    The driver plans (what is stored already) and commits; `executor` (default: in-process) runs
+    the models.
+    """
     started = time.monotonic()
     summary = ProbeSummary()
     named = make_corpus(corpus, max_items) if corpus else None
-    device = resolve_device(device)
+    executor = executor if executor is not None else local_executor()
+    device = resolve_device(device, executor)
     instances = [r.component(device=device, batch_size=batch_size) for r in probes().values()]
     loaded: dict[str, CorpusData] = {}
 
@@ -269,14 +346,26 @@ def run_probe(
         with tqdm(total=len(rows), desc="probe", unit=" ckpt",
                   disable=None if show_progress is None else not show_progress) as bar:
             try:
-                for row in rows:
-                    bar.set_postfix_str(row["checkpoint_id"][-40:], refresh=False)
-                    probe = pick_probe(instances, row, named.modality if named is not None else None)
-                    if probe is None:
-                        summary.no_probe += 1
-                    else:
-                        run.probe(probe, row, corpus_for(probe.modality))
-                    bar.update(1)
+                todo = rows
+                while todo:  # a second round only for checkpoints that share weights with one of the first
+                    run.claimed.clear()
+                    work, deferred = [], []
+                    for row in todo:
+                        probe = pick_probe(instances, row, named.modality if named is not None else None)
+                        if probe is None:
+                            summary.no_probe += 1
+                            bar.update(1)
+                            continue
+                        planned = run.plan(probe, row, corpus_for(probe.modality))
+                        if isinstance(planned, ProbeWork):
+                            work.append(planned)
+                        elif planned == DEFERRED:
+                            deferred.append(row)
+                        else:
+                            bar.update(1)
+                    if work:
+                        run.compute(executor, work, probe_resources(device), loaded, bar)
+                    todo = deferred
             except KeyboardInterrupt:
                 raise HubindexError(
                     f"probe interrupted; {summary.probed} checkpoints probed and saved. "

@@ -7,7 +7,8 @@ recomputed only when its inputs change - the task's data, the checkpoint's sha, 
 task - or the metric's version does; and a checkpoint whose scores are all current loads no
 model. Each checkpoint is committed on its own, so an interrupted run keeps what it finished.
 A checkpoint that cannot be embedded, or a metric that fails on it, is recorded in `failures`
-(stage 'score') and the run goes on.
+(stage 'score') and the run goes on. As for probing, the driver plans (stale scores, stored
+features), an executor runs `score_checkpoint` (embedding and metrics) and the driver commits.
 
 `score_arrays` is the array mode: a metric on features and labels given as .npy files.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -25,9 +27,17 @@ from tqdm.auto import tqdm
 
 from hubindex.catalog import Catalog, utcnow
 from hubindex.errors import HubindexError, UsageError
+from hubindex.executors import local_executor
 from hubindex.index import Index
 from hubindex.plugins import known_names, metrics, probes
-from hubindex.probing import RunFailure, pick_probe, record_run_failure, resolve_device, select_checkpoints
+from hubindex.probing import (
+    RunFailure,
+    pick_probe,
+    probe_resources,
+    record_run_failure,
+    resolve_device,
+    select_checkpoints,
+)
 from hubindex.store import STORE_DIR, EmbeddingStore, StoreError
 from hubindex.tasks import Task, encode_labels, load_task, stratified_split
 from hubindex.types import (
@@ -36,11 +46,13 @@ from hubindex.types import (
     NEEDS_REFERENCE,
     PROBABILITY_TOLERANCE,
     ExampleOutput,
+    Executor,
     Metric,
     MetricInput,
     MetricNotApplicable,
     Probe,
     ProbeError,
+    TaskResources,
 )
 
 STAGE = "score"
@@ -210,15 +222,9 @@ def _check_output(output: ExampleOutput, task: Task, probe: Probe) -> ExampleOut
     return ExampleOutput(features, head)
 
 
-def task_features(catalog: Catalog, store: EmbeddingStore, probe: Probe, checkpoint: dict[str, Any], sha: str,
-                  task: Task) -> tuple[ExampleOutput, bool]:
-    """(features of the task's examples, whether the model ran): stored ones when valid, else embedded and stored."""
-    stored = _stored_task_features(catalog, store, sha, task, probe.example_pooling)
-    if stored is not None:
-        return stored, False
-    started = time.monotonic()
-    output = _check_output(probe.embed_examples(checkpoint, task.items), task, probe)
-    seconds = time.monotonic() - started
+def store_task_features(catalog: Catalog, store: EmbeddingStore, probe: Probe, checkpoint_id: str, sha: str,
+                        task: Task, output: ExampleOutput, seconds: float) -> None:
+    """Write freshly embedded task features (and head) to the store, then register them in one transaction."""
     matrices = {FEATURES: output.features}
     if output.head_probs is not None:
         matrices[HEAD] = output.head_probs
@@ -228,11 +234,10 @@ def task_features(catalog: Catalog, store: EmbeddingStore, probe: Probe, checkpo
         for kind, matrix in written.items():
             catalog.conn.execute(
                 "INSERT OR REPLACE INTO task_features VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [checkpoint["checkpoint_id"], sha, task.content_hash, kind, probe.example_pooling, task.name,
+                [checkpoint_id, sha, task.content_hash, kind, probe.example_pooling, task.name,
                  probe.name, probe.version, HEAD in written, matrix.n_items, matrix.dim, matrix.path,
                  matrix.sha256, seconds, utcnow()],
             )
-    return output, True
 
 
 # ------------------------------------------------------------------------------------ score runs
@@ -272,15 +277,119 @@ def inputs_hash(task: Task, sha: str, pooling: str, reference: Task | None) -> s
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
+# Which labeled examples a checkpoint embeds: the task's, or the reference task's.
+TASK = "task"
+REFERENCE = "reference"
+# What planning a checkpoint can end in besides work to do.
+SETTLED = "settled"  # every score current, or recorded as failed: nothing to run
+DEFERRED = "deferred"  # another checkpoint of this run has the same weights: plan it again after that one
+
+
+@dataclass(frozen=True)
+class ScoreData:
+    """What every checkpoint of a score run needs: the task (and reference task) examples."""
+
+    task: Task
+    reference: Task | None
+
+
+@dataclass(frozen=True)
+class ScoreWork:
+    """One checkpoint to score: everything a worker needs, picklable (the examples are shared)."""
+
+    probe: Probe
+    checkpoint: dict[str, Any]
+    sha: str
+    metrics: list[Metric]  # the stale ones
+    hashes: dict[bool, str]  # inputs hash without / with the reference task
+    stored: dict[str, ExampleOutput]  # features already in the store, by TASK / REFERENCE
+    needs_reference: bool
+
+
+@dataclass
+class ScoreResult:
+    """What a worker sends back: newly embedded features, metric values, or why it stopped."""
+
+    # Features embedded now, to store: TASK / REFERENCE -> (features, seconds).
+    embedded: dict[str, tuple[ExampleOutput, float]] = field(default_factory=dict)
+    failure: tuple[str, str] | None = None  # (kind, message): the checkpoint could not be embedded
+    values: list[tuple[str, float, float]] = field(default_factory=list)  # (metric, value, seconds)
+    metric_failures: list[str] = field(default_factory=list)
+    not_applicable: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def metric_input(metric: Metric, data: ScoreData, output: ExampleOutput,
+                 reference_output: ExampleOutput | None) -> MetricInput:
+    """The metric's input; MetricNotApplicable when the checkpoint lacks what it needs."""
+    task = data.task
+    if NEEDS_HEAD in metric.needs and output.head_probs is None:
+        raise MetricNotApplicable("needs a checkpoint with a classification head")
+    reference = None
+    if NEEDS_REFERENCE in metric.needs:
+        if data.reference is None or reference_output is None:
+            raise MetricNotApplicable("needs a reference task (--reference-task NAME)")
+        reference = MetricInput(reference_output.features.astype(np.float64), data.reference.labels,
+                                data.reference.train, seed=task.seed)
+    head = output.head_probs.astype(np.float64) if output.head_probs is not None else None
+    return MetricInput(output.features.astype(np.float64), task.labels, task.train, head, reference, task.seed)
+
+
+def _examples_features(work: ScoreWork, which: str, task: Task, result: ScoreResult) -> ExampleOutput:
+    """Stored features of the task's examples, else embedded now (and kept in the result to store)."""
+    if which in work.stored:
+        return work.stored[which]
+    started = time.monotonic()
+    output = _check_output(work.probe.embed_examples(work.checkpoint, task.items), task, work.probe)
+    result.embedded[which] = (output, time.monotonic() - started)
+    return output
+
+
+def score_checkpoint(work: ScoreWork, data: ScoreData) -> ScoreResult:
+    """The compute step: embed the examples the store lacks, then run the stale metrics."""
+    result = ScoreResult()
+    probe, task = work.probe, data.task
+    try:
+        output = _examples_features(work, TASK, task, result)
+        reference_output = None
+        if work.needs_reference and data.reference is not None:
+            reference_output = _examples_features(work, REFERENCE, data.reference, result)
+    except ProbeError as exc:
+        result.failure = (exc.kind, f"{probe.name} on task {task.name}: {exc}")
+        return result
+    except MemoryError as exc:
+        result.failure = ("out-of-memory", f"{probe.name} on task {task.name}: {exc}")
+        return result
+    except Exception as exc:  # a plugin's bug must not end the run for every other checkpoint
+        result.failure = ("probe-error", f"{probe.name} on task {task.name}: {type(exc).__name__}: {exc}")
+        return result
+    for metric in work.metrics:
+        try:
+            value, seconds = run_metric(metric, metric_input(metric, data, output, reference_output))
+        except MetricNotApplicable as exc:
+            result.not_applicable += 1
+            result.notes.append(f"{metric.name}: {exc}")
+            continue
+        except Exception as exc:  # one metric's failure leaves the others' scores
+            result.metric_failures.append(f"{metric.name} on task {task.name}: {type(exc).__name__}: {exc}")
+            continue
+        result.values.append((metric.name, value, seconds))
+    return result
+
+
 class _ScoreRun:
-    def __init__(self, catalog: Catalog, store: EmbeddingStore, task: Task, reference: Task | None,
+    """Plans what to score, and stores and commits each finished checkpoint at once."""
+
+    def __init__(self, catalog: Catalog, store: EmbeddingStore, data: ScoreData,
                  metric_list: list[Metric], summary: ScoreSummary) -> None:
         self.catalog = catalog
         self.store = store
-        self.task = task
-        self.reference = reference
+        self.data = data
+        self.task = data.task
+        self.reference = data.reference
         self.metrics = metric_list
         self.summary = summary
+        self.claimed: set[tuple[str, str]] = set()  # (sha, pooling) this round embeds
 
     def fail(self, subject: str, kind: str, message: str) -> None:
         record_run_failure(self.catalog, STAGE, self.summary.failures, subject, kind, message)
@@ -290,99 +399,87 @@ class _ScoreRun:
             self.summary.notes.append(text)
 
     def stale_metrics(self, checkpoint_id: str, hashes: dict[bool, str]) -> list[Metric]:
+        """The metrics whose stored score (if any) has another version or other inputs."""
         stored = dict(
             ((metric, (version, inputs)) for metric, version, inputs in self.catalog.conn.execute(
                 "SELECT metric, metric_version, inputs_hash FROM task_scores WHERE task = ? AND checkpoint_id = ?",
                 [self.task.name, checkpoint_id],
             ).fetchall())
         )
-        stale = []
-        for metric in self.metrics:
-            wanted = (metric.version, hashes[NEEDS_REFERENCE in metric.needs])
-            if stored.get(metric.name) == wanted:
-                self.summary.current += 1
-            else:
-                stale.append(metric)
-        return stale
+        return [metric for metric in self.metrics
+                if stored.get(metric.name) != (metric.version, hashes[NEEDS_REFERENCE in metric.needs])]
 
-    def score(self, probe: Probe, checkpoint: dict[str, Any]) -> None:
+    def plan(self, probe: Probe, checkpoint: dict[str, Any]) -> ScoreWork | str:
+        """The work to do for a checkpoint, SETTLED (all current, failed) or DEFERRED (its twin embeds first)."""
         checkpoint_id = checkpoint["checkpoint_id"]
         sha = probe.revision(checkpoint)
         if not sha:
             self.fail(checkpoint_id, "no-revision", "the catalog has no sha for this checkpoint; crawl it again")
-            return
+            return SETTLED
         pooling = probe.example_pooling
         hashes = {False: inputs_hash(self.task, sha, pooling, None),
                   True: inputs_hash(self.task, sha, pooling, self.reference)}
         stale = self.stale_metrics(checkpoint_id, hashes)
         if not stale:
+            self.summary.current += len(self.metrics)
+            return SETTLED
+        needs_reference = self.reference is not None and any(NEEDS_REFERENCE in m.needs for m in stale)
+        stored = {}
+        for which, task in ((TASK, self.task), (REFERENCE, self.reference if needs_reference else None)):
+            found = _stored_task_features(self.catalog, self.store, sha, task, pooling) if task else None
+            if found is not None:
+                stored[which] = found
+        if len(stored) < 1 + needs_reference:  # the model must run
+            if (sha, pooling) in self.claimed:
+                return DEFERRED
+            self.claimed.add((sha, pooling))
+        self.summary.current += len(self.metrics) - len(stale)
+        return ScoreWork(probe, checkpoint, sha, stale, hashes, stored, needs_reference)
+
+    def commit(self, work: ScoreWork, result: ScoreResult) -> None:
+        """Store new features, record failures and write the checkpoint's scores in one transaction."""
+        checkpoint_id = work.checkpoint["checkpoint_id"]
+        tasks = {TASK: self.task, REFERENCE: self.reference}
+        for which, (output, seconds) in result.embedded.items():
+            store_task_features(self.catalog, self.store, work.probe, checkpoint_id, work.sha, tasks[which],
+                                output, seconds)
+        if result.failure is not None:
+            self.fail(checkpoint_id, *result.failure)
             return
-        try:
-            output, ran = task_features(self.catalog, self.store, probe, checkpoint, sha, self.task)
-            reference_output = None
-            if self.reference is not None and any(NEEDS_REFERENCE in m.needs for m in stale):
-                reference_output, ran_reference = task_features(
-                    self.catalog, self.store, probe, checkpoint, sha, self.reference)
-                ran = ran or ran_reference
-        except ProbeError as exc:
-            self.fail(checkpoint_id, exc.kind, f"{probe.name} on task {self.task.name}: {exc}")
-            return
-        except MemoryError as exc:
-            self.fail(checkpoint_id, "out-of-memory", f"{probe.name} on task {self.task.name}: {exc}")
-            return
-        except StoreError:
-            raise
-        except Exception as exc:  # a plugin's bug must not end the run for every other checkpoint
-            self.fail(checkpoint_id, "probe-error",
-                      f"{probe.name} on task {self.task.name}: {type(exc).__name__}: {exc}")
-            return
-        self.summary.embedded += int(ran)
+        self.summary.embedded += int(bool(result.embedded))
+        for message in result.metric_failures:
+            self.fail(checkpoint_id, "metric-error", message)
+        by_name = {metric.name: metric for metric in work.metrics}
         rows = []
-        metric_failed = False
-        for metric in stale:
-            data = self.metric_input(metric, output, reference_output)
-            if data is None:
-                self.summary.not_applicable += 1
-                continue
-            try:
-                value, seconds = run_metric(metric, data)
-            except MetricNotApplicable as exc:
-                self.summary.not_applicable += 1
-                self.note(f"{metric.name}: {exc}")
-                continue
-            except Exception as exc:  # one metric's failure leaves the others' scores
-                self.fail(checkpoint_id, "metric-error", f"{metric.name} on task {self.task.name}: "
-                                                         f"{type(exc).__name__}: {exc}")
-                metric_failed = True
-                continue
-            rows.append([self.task.name, checkpoint_id, metric.name, metric.version, value, metric.higher_is_better,
-                         seconds, utcnow(), sha, self.task.content_hash,
-                         self.reference.name if self.reference and NEEDS_REFERENCE in metric.needs else None,
-                         hashes[NEEDS_REFERENCE in metric.needs]])
+        for name, value, seconds in result.values:
+            metric = by_name[name]
+            with_reference = NEEDS_REFERENCE in metric.needs
+            rows.append([self.task.name, checkpoint_id, name, metric.version, value, metric.higher_is_better,
+                         seconds, utcnow(), work.sha, self.task.content_hash,
+                         self.reference.name if self.reference and with_reference else None,
+                         work.hashes[with_reference]])
         with self.catalog.transaction():
             for row in rows:
                 self.catalog.conn.execute(
                     "INSERT OR REPLACE INTO task_scores VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
-            if not metric_failed:
+            if not result.metric_failures:
                 self.catalog.resolve_failures(STAGE, [checkpoint_id])
         self.summary.computed += len(rows)
+        self.summary.not_applicable += result.not_applicable
+        for text in result.notes:
+            self.note(text)
 
-    def metric_input(self, metric: Metric, output: ExampleOutput,
-                     reference_output: ExampleOutput | None) -> MetricInput | None:
-        """The metric's input, or None (with a note) when the checkpoint lacks what it needs."""
-        task = self.task
-        if NEEDS_HEAD in metric.needs and output.head_probs is None:
-            self.note(f"{metric.name}: needs a checkpoint with a classification head")
-            return None
-        reference = None
-        if NEEDS_REFERENCE in metric.needs:
-            if self.reference is None or reference_output is None:
-                self.note(f"{metric.name}: needs a reference task (--reference-task NAME)")
-                return None
-            reference = MetricInput(reference_output.features.astype(np.float64), self.reference.labels,
-                                    self.reference.train, seed=task.seed)
-        head = output.head_probs.astype(np.float64) if output.head_probs is not None else None
-        return MetricInput(output.features.astype(np.float64), task.labels, task.train, head, reference, task.seed)
+    def compute(self, executor: Executor, work: list[ScoreWork], resources: TaskResources, bar: tqdm) -> None:
+        """Run the work on the executor; commit each checkpoint as it finishes."""
+        finished = executor.map(score_checkpoint, work, resources, shared=self.data)
+        with closing(finished):  # an interrupt stops what the executor still runs
+            for done in finished:
+                item = done.item
+                result = done.result if done.error is None else ScoreResult(
+                    failure=(done.error_kind, f"{item.probe.name} on task {self.task.name}: {done.error}"))
+                self.commit(item, result)
+                bar.set_postfix_str(item.checkpoint["checkpoint_id"][-40:], refresh=False)
+                bar.update(1)
 
 
 def run_score(
@@ -395,15 +492,21 @@ def run_score(
     device: str = "auto",
     batch_size: int | None = None,
     show_progress: bool | None = None,
+    executor: Executor | None = None,
 ) -> ScoreSummary:
-    """Score the selected checkpoints (all by default) on a task with the named metrics (all by default)."""
+    """Score the selected checkpoints (all by default) on a task with the named metrics (all by default).
+
+    The driver plans (which scores are stale, which features are stored) and commits; `executor`
+    (default: in-process) embeds and runs the metrics.
+    """
     started = time.monotonic()
     metric_list = [cls() for cls in metric_classes(metric_names)]
     summary = ScoreSummary(task=task_name, metrics=[m.name for m in metric_list])
     if where is None and not checkpoint_ids:
         where = "true"
     selected = summary.checkpoint_ids = select_checkpoints(index, where, checkpoint_ids)
-    device = resolve_device(device)
+    executor = executor if executor is not None else local_executor()
+    device = resolve_device(device, executor)
     with index.open_catalog() as catalog:
         task = load_task(index, catalog, task_name)
         reference = None
@@ -415,20 +518,32 @@ def run_score(
                 raise UsageError(f"reference task {reference_task!r} holds {reference.modality} examples and task "
                                  f"{task_name!r} {task.modality}; they must be embedded by the same checkpoints")
         instances = [r.component(device=device, batch_size=batch_size) for r in probes().values()]
-        run = _ScoreRun(catalog, EmbeddingStore(index.root), task, reference, metric_list, summary)
+        run = _ScoreRun(catalog, EmbeddingStore(index.root), ScoreData(task, reference), metric_list, summary)
         rows = catalog.checkpoint_rows(selected)
         summary.selected = len(rows)
         with tqdm(total=len(rows), desc="score", unit=" ckpt",
                   disable=None if show_progress is None else not show_progress) as bar:
             try:
-                for row in rows:
-                    bar.set_postfix_str(row["checkpoint_id"][-40:], refresh=False)
-                    probe = pick_probe(instances, row, task.modality)
-                    if probe is None:
-                        summary.no_probe += 1
-                    else:
-                        run.score(probe, row)
-                    bar.update(1)
+                todo = rows
+                while todo:  # a second round only for checkpoints that share weights with one of the first
+                    run.claimed.clear()
+                    work, deferred = [], []
+                    for row in todo:
+                        probe = pick_probe(instances, row, task.modality)
+                        if probe is None:
+                            summary.no_probe += 1
+                            bar.update(1)
+                            continue
+                        planned = run.plan(probe, row)
+                        if isinstance(planned, ScoreWork):
+                            work.append(planned)
+                        elif planned == DEFERRED:
+                            deferred.append(row)
+                        else:
+                            bar.update(1)
+                    if work:
+                        run.compute(executor, work, probe_resources(device), bar)
+                    todo = deferred
             except KeyboardInterrupt:
                 raise HubindexError(
                     f"score interrupted; {summary.computed} scores saved. "

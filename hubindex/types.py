@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import click
@@ -400,3 +400,64 @@ class Query(Component):
     def select(self, context: QueryContext, budget: int) -> list[Pick]:
         """Up to `budget` picks from context.pool, best first."""
         raise NotImplementedError
+
+
+# --------------------------------------------------------------------------------------------
+# Executors
+
+
+@dataclass(frozen=True)
+class TaskResources:
+    """What one unit of work needs while it runs (a Ray task's num_cpus / num_gpus)."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+
+
+@dataclass
+class WorkDone:
+    """One finished unit of work: the item as given, and fn's result or what stopped it.
+
+    `error` (with a short `error_kind`) is set only when the executor could not finish the item:
+    a remote task that raised, a worker process that died. fn's own failures travel in `result`.
+    """
+
+    item: Any
+    result: Any = None
+    error: str | None = None
+    error_kind: str = "executor-error"
+
+
+class Executor(Component):
+    """Runs the compute step of probing and scoring: `map(fn, items)` on this machine or a cluster.
+
+    `fn(item, shared)` must be a picklable, module-level function; `shared` is large read-only
+    data (a corpus, a task's examples) that every item needs: an executor sends it once. Results
+    come back in completion order; the driver writes the store and the catalog.
+    """
+
+    kind: ClassVar[str] = "executor"
+
+    def __init__(self, address: str | None = None, workers: int | None = None) -> None:
+        self.address = address
+        self.workers = workers
+
+    def cuda_available(self) -> bool:
+        """Whether the machines that run the work have a CUDA device (for --device auto)."""
+        import torch
+
+        return torch.cuda.is_available()
+
+    def map(self, fn: Callable[[Any, Any], Any], items: Iterable[Any], resources: TaskResources,
+            shared: Any = None) -> Iterator[WorkDone]:
+        """Run fn(item, shared) for every item; yield a WorkDone per item as each finishes."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the executor started (a local Ray instance); idempotent."""
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -95,7 +95,7 @@ class ToyPlugin:
 def test_hookspecs_are_the_documented_set() -> None:
     assert HOOK_NAMES == [
         "prepare_catalog", "register_commands", "register_corpora", "register_crawlers",
-        "register_metrics", "register_probes", "register_queries",
+        "register_executors", "register_metrics", "register_probes", "register_queries",
     ]
     for name in HOOK_NAMES:
         assert getattr(hookspecs, name).__doc__, f"hook {name} needs a docstring"
