@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from contextlib import closing
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -218,6 +218,38 @@ SETTLED = "settled"  # reused, or recorded as failed: nothing to run
 DEFERRED = "deferred"  # another checkpoint of this run has the same weights: plan it again after that one
 
 
+def plan_in_rounds(
+    rows: list[dict[str, Any]],
+    claimed: set[Any],
+    summary: Any,
+    bar: Any,
+    pick: Callable[[dict[str, Any]], Probe | None],
+    plan: Callable[[Probe, dict[str, Any]], Any],
+    compute: Callable[[list[Any]], None],
+) -> None:
+    """Plan every row and hand the planned work to the executor; rows DEFERRED behind a twin wait a round."""
+    todo = rows
+    while todo:  # a second round only for checkpoints that share weights with one of the first
+        claimed.clear()
+        work, deferred = [], []
+        for row in todo:
+            probe = pick(row)
+            if probe is None:
+                summary.no_probe += 1
+                bar.update(1)
+                continue
+            planned = plan(probe, row)
+            if planned == DEFERRED:
+                deferred.append(row)
+            elif planned == SETTLED:
+                bar.update(1)
+            else:
+                work.append(planned)
+        if work:
+            compute(work)
+        todo = deferred
+
+
 class _Run:
     """Plans what to probe, and stores and commits each finished checkpoint at once."""
 
@@ -346,26 +378,13 @@ def run_probe(
         with tqdm(total=len(rows), desc="probe", unit=" ckpt",
                   disable=None if show_progress is None else not show_progress) as bar:
             try:
-                todo = rows
-                while todo:  # a second round only for checkpoints that share weights with one of the first
-                    run.claimed.clear()
-                    work, deferred = [], []
-                    for row in todo:
-                        probe = pick_probe(instances, row, named.modality if named is not None else None)
-                        if probe is None:
-                            summary.no_probe += 1
-                            bar.update(1)
-                            continue
-                        planned = run.plan(probe, row, corpus_for(probe.modality))
-                        if isinstance(planned, ProbeWork):
-                            work.append(planned)
-                        elif planned == DEFERRED:
-                            deferred.append(row)
-                        else:
-                            bar.update(1)
-                    if work:
-                        run.compute(executor, work, probe_resources(device), loaded, bar)
-                    todo = deferred
+                modality = named.modality if named is not None else None
+                plan_in_rounds(
+                    rows, run.claimed, summary, bar,
+                    pick=lambda row: pick_probe(instances, row, modality),
+                    plan=lambda probe, row: run.plan(probe, row, corpus_for(probe.modality)),
+                    compute=lambda work: run.compute(executor, work, probe_resources(device), loaded, bar),
+                )
             except KeyboardInterrupt:
                 raise HubindexError(
                     f"probe interrupted; {summary.probed} checkpoints probed and saved. "

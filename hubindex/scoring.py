@@ -31,8 +31,11 @@ from hubindex.executors import local_executor
 from hubindex.index import Index
 from hubindex.plugins import known_names, metrics, probes
 from hubindex.probing import (
+    DEFERRED,
+    SETTLED,
     RunFailure,
     pick_probe,
+    plan_in_rounds,
     probe_resources,
     record_run_failure,
     resolve_device,
@@ -280,9 +283,6 @@ def inputs_hash(task: Task, sha: str, pooling: str, reference: Task | None) -> s
 # Which labeled examples a checkpoint embeds: the task's, or the reference task's.
 TASK = "task"
 REFERENCE = "reference"
-# What planning a checkpoint can end in besides work to do.
-SETTLED = "settled"  # every score current, or recorded as failed: nothing to run
-DEFERRED = "deferred"  # another checkpoint of this run has the same weights: plan it again after that one
 
 
 @dataclass(frozen=True)
@@ -524,26 +524,12 @@ def run_score(
         with tqdm(total=len(rows), desc="score", unit=" ckpt",
                   disable=None if show_progress is None else not show_progress) as bar:
             try:
-                todo = rows
-                while todo:  # a second round only for checkpoints that share weights with one of the first
-                    run.claimed.clear()
-                    work, deferred = [], []
-                    for row in todo:
-                        probe = pick_probe(instances, row, task.modality)
-                        if probe is None:
-                            summary.no_probe += 1
-                            bar.update(1)
-                            continue
-                        planned = run.plan(probe, row)
-                        if isinstance(planned, ScoreWork):
-                            work.append(planned)
-                        elif planned == DEFERRED:
-                            deferred.append(row)
-                        else:
-                            bar.update(1)
-                    if work:
-                        run.compute(executor, work, probe_resources(device), bar)
-                    todo = deferred
+                plan_in_rounds(
+                    rows, run.claimed, summary, bar,
+                    pick=lambda row: pick_probe(instances, row, task.modality),
+                    plan=run.plan,
+                    compute=lambda work: run.compute(executor, work, probe_resources(device), bar),
+                )
             except KeyboardInterrupt:
                 raise HubindexError(
                     f"score interrupted; {summary.computed} scores saved. "
