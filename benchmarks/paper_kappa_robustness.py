@@ -60,6 +60,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # run as a script or imported by reproduce_papers.py / a test
     sys.path.insert(0, str(HERE))
 
+from paper_common import experiment_arguments, output_folder  # noqa: E402
 from paper_small_zoo import ZooSettings, load_or_train_zoo, log, one_cpu_thread, write_json  # noqa: E402
 
 from hubindex import hookimpl  # noqa: E402
@@ -443,22 +444,12 @@ def analyse(zoo: ZooFeatures, settings: RunSettings, index: int) -> dict:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller corpora and fewer repetitions")
-    parser.add_argument("--out", type=Path, help="results folder [default: benchmarks/results, quick: .../quick]")
-    parser.add_argument("--work", type=Path, default=HERE / "work", help="working files [default: benchmarks/work]")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the subsets and of the small zoo")
+    parser = experiment_arguments(
+        __doc__.splitlines()[0],
+        "smaller corpora and fewer repetitions",
+        "seed of the subsets and of the small zoo",
+    )
     return parser.parse_args(argv)
-
-
-def output_folder(out: Path | None, quick: bool) -> Path:
-    base = out or (HERE / "results" / "quick" if quick else HERE / "results")
-    folder = base / EXPERIMENT
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create the results folder {folder}: {exc.strerror or exc}") from None
-    return folder
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -466,7 +457,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.seed < 0:
         raise UsageError(f"--seed must be >= 0, got {args.seed}")
     started = time.perf_counter()
-    folder = output_folder(args.out, args.quick)
+    folder = output_folder(args.out, args.quick, EXPERIMENT)
     settings = RunSettings.for_mode(args.quick, args.seed)
     work = args.work.resolve()
     index_root = prepare_real_zoo(work)  # as `hubindex zoo build` does it, with torch's own thread count

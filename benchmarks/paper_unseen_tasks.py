@@ -56,6 +56,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # run as a script or imported by reproduce_papers.py / a test
     sys.path.insert(0, str(HERE))
 
+from paper_common import experiment_arguments, output_folder  # noqa: E402
 from paper_small_zoo import (  # noqa: E402
     DigitsSplit, SmallZoo, ZooSettings, describe_zoo, load_or_train_zoo, log, one_cpu_thread, write_json,
 )
@@ -302,23 +303,12 @@ def plot_gain(variants: list[dict], path: Path) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer tasks and random seeds (about a minute)")
-    parser.add_argument("--out", type=Path, help="results folder [default: benchmarks/results, quick: .../quick]")
-    parser.add_argument("--work", type=Path, default=HERE / "work", help="working files [default: benchmarks/work]")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the split, the zoo, the tasks and random picks")
+    parser = experiment_arguments(
+        __doc__.splitlines()[0],
+        "fewer tasks and random seeds (about a minute)",
+        "seed of the split, the zoo, the tasks and random picks",
+    )
     return parser.parse_args(argv)
-
-
-def output_folder(out: Path | None, quick: bool) -> Path:
-    """<out>/unseen-tasks, created; a clear error when it cannot be."""
-    base = out or (HERE / "results" / "quick" if quick else HERE / "results")
-    folder = base / EXPERIMENT
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create the results folder {folder}: {exc.strerror or exc}") from None
-    return folder
 
 
 def run_replicate(zoo_settings: ZooSettings, settings: RunSettings, work: Path) -> dict:
@@ -409,7 +399,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.seed < 0:
         raise UsageError(f"--seed must be >= 0, got {args.seed}")
     started = time.perf_counter()
-    folder = output_folder(args.out, args.quick)
+    folder = output_folder(args.out, args.quick, EXPERIMENT)
     settings = RunSettings.for_mode(args.quick, args.seed)
     variants = [run_variant(name, settings, args.work) for name in settings.variants]
     table = "\n\n".join(variant_tables(v, settings) for v in variants)
