@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+from typing import Callable
 
-from hubindex.errors import UsageError
+from hubindex.errors import HubindexError, UsageError
 
 HERE = Path(__file__).resolve().parent
 
@@ -29,3 +31,18 @@ def output_folder(out: Path | None, quick: bool, experiment: str) -> Path:
     except OSError as exc:
         raise UsageError(f"cannot create the results folder {folder}: {exc.strerror or exc}") from None
     return folder
+
+
+def log(message: str) -> None:
+    """Progress to stderr (stdout carries the tables)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def exit_code_of(script: str, run: Callable[[], object]) -> int:
+    """0 when run() finishes; a one-line error and hubindex's exit code when it raises a HubindexError."""
+    try:
+        run()
+    except HubindexError as exc:
+        log(f"{script}: error: {exc}")
+        return exc.exit_code
+    return 0

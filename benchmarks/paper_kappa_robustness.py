@@ -60,7 +60,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # run as a script or imported by reproduce_papers.py / a test
     sys.path.insert(0, str(HERE))
 
-from paper_common import experiment_arguments, output_folder  # noqa: E402
+from paper_common import experiment_arguments, exit_code_of, output_folder  # noqa: E402
 from paper_small_zoo import ZooSettings, load_or_train_zoo, log, one_cpu_thread, write_json  # noqa: E402
 
 from hubindex import hookimpl  # noqa: E402
@@ -495,12 +495,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        run(args)
-    except HubindexError as exc:
-        print(f"paper_kappa_robustness: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    return 0
+    return exit_code_of("paper_kappa_robustness", lambda: run(args))
 
 
 if __name__ == "__main__":

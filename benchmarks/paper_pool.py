@@ -74,6 +74,7 @@ import numpy as np
 # Read when torch loads its OpenMP runtime, so before anything imports torch (see the docstring).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling module finetune.py
+from paper_common import log
 from finetune import FinetuneJob, FinetuneResult, FinetuneSettings, LabeledSplit, TaskSplits, finetune_all
 from hubindex.cli import main as hubindex_main
 from hubindex.errors import HubindexError
@@ -90,11 +91,6 @@ POOL_VERSION = 1
 TILE = 32  # side of a photo tile, in pixels
 TILE_SPLIT = {"task": 0.60, "validation": 0.15, "test": 0.25}  # shares of the tiles
 BPT_TOPICS = ("business", "politics", "tech")
-
-
-def log(message: str) -> None:
-    """Progress to stderr."""
-    print(message, file=sys.stderr, flush=True)
 
 
 # ------------------------------------------------------------------------------------ settings

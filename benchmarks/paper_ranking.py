@@ -39,10 +39,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules paper_pool, finetune
-from paper_common import experiment_arguments, output_folder  # noqa: E402
+from paper_common import experiment_arguments, exit_code_of, output_folder  # noqa: E402
 from paper_pool import Pool, hubindex, log, plot_label, prepare_pool, short_name  # noqa: E402
 
-from hubindex.errors import HubindexError  # noqa: E402
 
 EXPERIMENT = "ranking"
 MEASURES = ("recall@1", "recall@3", "rel@1", "rel@3", "pearson", "kendall", "weighted_tau")
@@ -276,11 +275,7 @@ def plot_scatter(pool: Pool, path: Path, metrics: tuple[str, ...] = ("linear", "
 def main(argv: list[str] | None = None) -> int:
     """Run the experiment; 0 on success, a one-line error and hubindex's exit code otherwise."""
     args = parse_args(argv)
-    try:
-        return run(args)
-    except HubindexError as exc:
-        log(f"paper_ranking: error: {exc}")
-        return exc.exit_code
+    return exit_code_of("paper_ranking", lambda: run(args))
 
 
 def run(args: argparse.Namespace) -> int:

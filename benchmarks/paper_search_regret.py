@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules paper_pool, finetune
-from paper_common import experiment_arguments, output_folder  # noqa: E402
+from paper_common import experiment_arguments, exit_code_of, output_folder  # noqa: E402
 from paper_pool import Pool, hubindex, log, prepare_pool, short_name  # noqa: E402
 
 from hubindex.errors import HubindexError  # noqa: E402
@@ -225,11 +225,7 @@ def plot_relative_regret(summary: list[dict[str, Any]], tasks: list[str], path: 
 def main(argv: list[str] | None = None) -> int:
     """Run the experiment; 0 on success, a one-line error and hubindex's exit code otherwise."""
     args = parse_args(argv)
-    try:
-        return run(args)
-    except HubindexError as exc:
-        log(f"paper_search_regret: error: {exc}")
-        return exc.exit_code
+    return exit_code_of("paper_search_regret", lambda: run(args))
 
 
 def run(args: argparse.Namespace) -> int:

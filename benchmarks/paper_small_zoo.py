@@ -37,7 +37,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -47,6 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from paper_common import log
 
 if TYPE_CHECKING:
     import torch
@@ -288,10 +288,6 @@ def train_checkpoint(spec: CheckpointSpec, split: DigitsSplit,
         predicted = model(torch.as_tensor(split.images[test][:, None])).argmax(dim=1).numpy()
     truth = np.array([remap[int(c)] for c in split.labels[test]])
     return model.state_dict(), float(np.mean(predicted == truth))
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def load_or_train_zoo(settings: ZooSettings, work: Path) -> SmallZoo:

@@ -56,12 +56,12 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # run as a script or imported by reproduce_papers.py / a test
     sys.path.insert(0, str(HERE))
 
-from paper_common import experiment_arguments, output_folder  # noqa: E402
+from paper_common import experiment_arguments, exit_code_of, output_folder  # noqa: E402
 from paper_small_zoo import (  # noqa: E402
     DigitsSplit, SmallZoo, ZooSettings, describe_zoo, load_or_train_zoo, log, one_cpu_thread, write_json,
 )
 
-from hubindex.errors import HubindexError, UsageError  # noqa: E402
+from hubindex.errors import UsageError  # noqa: E402
 from hubindex.kappa import kappa_matrix  # noqa: E402
 from hubindex.selection import mmi_select  # noqa: E402
 from hubindex.types import MetricInput  # noqa: E402
@@ -424,13 +424,8 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        with one_cpu_thread():
-            run(args)
-    except HubindexError as exc:
-        print(f"paper_unseen_tasks: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    return 0
+    with one_cpu_thread():
+        return exit_code_of("paper_unseen_tasks", lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -751,28 +751,38 @@ class _Run:
             self.log(f"probe {choice.spec}: {len(todo)} to probe, {plan.up_to_date} up to date, "
                      f"{plan.skipped_failed} skipped after a failure, {part['deferred']} deferred")
             result.unchanged += plan.up_to_date
-            for chunk in _chunks(todo, CHUNK):
-                revisions = {t.checkpoint_id: t.revision for t in chunk}
-                try:
-                    summary = self._run_probe(chunk, choice)
-                except Exception as exc:
-                    _raise_if_fatal(exc)
-                    result.error(f"probe {choice.spec}", exc)
-                    part["error"] = _first_line(exc)
-                    self.link_failures("probe", result.started_at, revisions)
-                    break
-                self.link_failures("probe", result.started_at, revisions)
-                part["probed"] += summary.probed
-                part["reused"] += summary.reused
-                part["failed"] += summary.failed
-                result.failed += summary.failed
-                self.log(summary.line())
-                self.publish_if_due()
+            self.run_in_chunks("probe", f"probe {choice.spec}", todo, result, part, ("probed", "reused", "failed"),
+                               lambda chunk: self._run_probe(chunk, choice))
             with self.index.open_catalog(read_only=True) as catalog:
                 stored = _stored_keys(catalog, data.content_hash)
             done = [t for t in todo if (t.checkpoint_id, t.revision, t.layer, t.pooling) in stored]
             result.added += sum(not t.had_features for t in done)
             result.changed += sum(t.had_features for t in done)
+
+    def run_in_chunks(self, stage: str, label: str, todo: list[_Planned], result: StageResult,
+                      part: dict[str, Any], counters: tuple[str, ...],
+                      run_chunk: Callable[[list[_Planned]], Any]) -> None:
+        """Run the planned checkpoints CHUNK at a time, adding each summary's counters to the stage's part.
+
+        Failures are linked to this run after every chunk; an error that is not fatal to the whole run is
+        recorded and ends this stage's loop. A snapshot is published between chunks when one is due.
+        """
+        for chunk in _chunks(todo, CHUNK):
+            revisions = {t.checkpoint_id: t.revision for t in chunk}
+            try:
+                summary = run_chunk(chunk)
+            except Exception as exc:
+                _raise_if_fatal(exc)
+                result.error(label, exc)
+                part["error"] = _first_line(exc)
+                self.link_failures(stage, result.started_at, revisions)
+                return
+            self.link_failures(stage, result.started_at, revisions)
+            for key in counters:
+                part[key] += getattr(summary, key)
+            result.failed += summary.failed
+            self.log(summary.line())
+            self.publish_if_due()
 
     def _run_probe(self, chunk: list[_Planned], choice: CorpusChoice) -> Any:
         from hubindex.probing import run_probe
@@ -846,23 +856,10 @@ class _Run:
                                current=0, not_applicable=0, failed=0)
             self.log(f"score {name}: {len(todo)} checkpoints ({len(allowed)} to embed), "
                      f"{plan.skipped_failed} skipped after a failure, {part['deferred']} deferred")
-            for chunk in _chunks(todo, CHUNK):
-                revisions = {t.checkpoint_id: t.revision for t in chunk}
-                try:
-                    summary = self._run_score(name, chunk)
-                except Exception as exc:
-                    _raise_if_fatal(exc)
-                    result.error(f"score {name}", exc)
-                    part["error"] = _first_line(exc)
-                    self.link_failures("score", result.started_at, revisions)
-                    break
-                self.link_failures("score", result.started_at, revisions)
-                for key in ("embedded", "computed", "current", "not_applicable", "failed"):
-                    part[key] += getattr(summary, key)
-                result.failed += summary.failed
-                result.unchanged += summary.current
-                self.log(summary.line())
-                self.publish_if_due()
+            self.run_in_chunks("score", f"score {name}", todo, result, part,
+                               ("embedded", "computed", "current", "not_applicable", "failed"),
+                               lambda chunk: self._run_score(name, chunk))
+            result.unchanged += part["current"]
             with self.index.open_catalog(read_only=True) as catalog:
                 new = _scored_keys(catalog, name, since=result.started_at)
             result.added += len(new - before)
