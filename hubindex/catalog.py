@@ -356,7 +356,8 @@ class Catalog:
         return [by_id[cid] for cid in checkpoint_ids if cid in by_id]
 
     def embedding(
-        self, checkpoint_sha: str, corpus_hash: str, layer: str, pooling: str, checkpoint_id: str | None = None
+        self, checkpoint_sha: str, corpus_hash: str, layer: str, pooling: str, checkpoint_id: str | None = None,
+        dtype: str = "float32",
     ) -> dict[str, Any] | None:
         """A registered feature matrix for this key (checkpoint_id's own row first), or None.
 
@@ -364,8 +365,8 @@ class Catalog:
         """
         cur = self.conn.execute(
             "SELECT * FROM embeddings WHERE checkpoint_sha = ? AND corpus_hash = ? AND layer = ? AND pooling = ? "
-            "ORDER BY checkpoint_id IS NOT DISTINCT FROM ? DESC, created_at DESC LIMIT 1",
-            [checkpoint_sha, corpus_hash, layer, pooling, checkpoint_id],
+            "AND dtype = ? ORDER BY checkpoint_id IS NOT DISTINCT FROM ? DESC, created_at DESC LIMIT 1",
+            [checkpoint_sha, corpus_hash, layer, pooling, dtype, checkpoint_id],
         )
         row = cur.fetchone()
         return None if row is None else dict(zip([d[0] for d in cur.description], row))

@@ -225,6 +225,26 @@ def executor_options(command: Any) -> Any:
                         help="Where models run: local (this process) or ray (one task per checkpoint).")(command)
 
 
+class ParameterCount(click.ParamType):
+    """A parameter count: 350000000, 3.5e8, 350M, 7B."""
+
+    name = "N"
+    SUFFIXES = {"K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12}
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().upper().replace("_", "").replace(",", "")
+        scale = self.SUFFIXES.get(text[-1:], 1)
+        try:
+            number = float(text[:-1] if scale != 1 else text) * scale
+        except ValueError:
+            self.fail(f"{value!r} is not a parameter count (e.g. 350M, 7B, 3.5e8)", param, ctx)
+        if not math.isfinite(number) or number < 1:
+            self.fail(f"{value!r} is not a positive, finite parameter count", param, ctx)
+        return int(number)
+
+
 @cli.command("probe")
 @click.argument("checkpoint_ids", nargs=-1, metavar="[CHECKPOINT_ID]...")
 @click.option("--corpus", "corpus_spec", metavar="NAME[:ARG]",
@@ -238,23 +258,32 @@ def executor_options(command: Any) -> Any:
               help="Lines (text) or images per forward pass [default: the probe's, 32].")
 @click.option("--max-items", type=click.IntRange(1, None), default=None,
               help="Corpus size: words for text, images for image corpora [default: the corpus's].")
+@click.option("--max-params", type=ParameterCount(), default=None,
+              help="Skip checkpoints with more parameters (e.g. 7B), recorded as too-large [default: those "
+                   "whose weights would take over 60% of the memory at hand].")
 @executor_options
 @click.pass_obj
 def probe_command(index: Index, checkpoint_ids: tuple[str, ...], corpus_spec: str | None, where: str | None,
-                  device: str, batch_size: int | None, max_items: int | None, executor_kind: str,
-                  address: str | None, workers: int | None) -> None:
+                  device: str, batch_size: int | None, max_items: int | None, max_params: int | None,
+                  executor_kind: str, address: str | None, workers: int | None) -> None:
     """Run checkpoints on a probing corpus and store their features (one row per item).
 
     \b
-    Text models (transformers): last hidden state, each word's last sub-word token.
-    Image models (timm): pre-logits features, with the model's own preprocessing.
-    Features already stored for the same checkpoint sha and corpus content are reused without
+    Text (transformers, incl. CLIP/SigLIP text towers): last hidden state at each word's last
+      sub-word token, the line tokenized as running text.
+    Images (timm): pre-logits features, with the model's own preprocessing.
+    Images (transformers, incl. CLIP/SigLIP vision towers): the family's pooled features, with
+      the checkpoint's own image processor.
+    Checkpoints are routed by their config (model_type, architectures), library and pipeline tag;
+    one no probe takes is recorded in `failures` as unsupported, with the reason. Features
+    already stored for the same checkpoint sha, corpus content and precision are reused without
     loading the model; checkpoints that fail are recorded in `failures` and the run goes on.
+    Ctrl-C stops the run (exit 130); finished checkpoints are kept.
 
     \b
     Examples:
       hubindex probe --where "library_name = 'timm'" --corpus sample-images --max-items 64
-      hubindex probe local:/models/bert-tiny --corpus bbc-news --max-items 5000
+      hubindex probe local:/models/bert-tiny --corpus text:notes/ --max-items 5000
       hubindex probe --where true --executor ray --workers 2
     """
     from hubindex.executors import make_executor
@@ -263,7 +292,7 @@ def probe_command(index: Index, checkpoint_ids: tuple[str, ...], corpus_spec: st
     with make_executor(executor_kind, address, workers) as executor:
         ids = select_checkpoints(index, where, checkpoint_ids)
         summary = run_probe(index, ids, corpus_spec, device=device, batch_size=batch_size, max_items=max_items,
-                            executor=executor)
+                            executor=executor, max_params=max_params)
     click.echo(summary.line())
     print_failures(summary.failures)
 

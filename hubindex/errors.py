@@ -21,5 +21,11 @@ class CatalogBusyError(HubindexError):
     exit_code = 3
 
 
+class Interrupted(HubindexError):
+    """Stopped by the user (Ctrl-C, SIGINT) or by SIGTERM; what was committed is kept."""
+
+    exit_code = 130
+
+
 class QueryError(HubindexError):
     """User SQL that is invalid, not read-only, too slow or too large."""

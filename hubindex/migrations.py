@@ -290,6 +290,66 @@ MIGRATIONS: tuple[Migration, ...] = (
         ALTER TABLE failures ADD COLUMN revision VARCHAR;
         """,
     ),
+    Migration(
+        6,
+        "the precision features were computed in is part of their key",
+        """
+        -- On CUDA a checkpoint stored in half precision is probed in that precision: `dtype`
+        -- ('float32', 'bfloat16', 'float16') joins the key of stored features. Rows from before
+        -- were all computed in float32.
+        CREATE TABLE embeddings_v6 (
+            checkpoint_id   VARCHAR NOT NULL,
+            checkpoint_sha  VARCHAR NOT NULL,
+            corpus          VARCHAR NOT NULL,
+            corpus_hash     VARCHAR NOT NULL,
+            layer           VARCHAR NOT NULL,
+            pooling         VARCHAR NOT NULL,
+            dtype           VARCHAR NOT NULL,      -- precision the model ran in
+            probe           VARCHAR NOT NULL,
+            probe_version   VARCHAR NOT NULL,
+            n_items         INTEGER NOT NULL,
+            n_kept          INTEGER NOT NULL,
+            dim             INTEGER NOT NULL,
+            path            VARCHAR NOT NULL,
+            file_sha256     VARCHAR NOT NULL,
+            seconds         DOUBLE,
+            created_at      TIMESTAMP NOT NULL,
+            PRIMARY KEY (checkpoint_id, checkpoint_sha, corpus_hash, layer, pooling, dtype)
+        );
+        INSERT INTO embeddings_v6
+            SELECT checkpoint_id, checkpoint_sha, corpus, corpus_hash, layer, pooling, 'float32', probe,
+                   probe_version, n_items, n_kept, dim, path, file_sha256, seconds, created_at
+            FROM embeddings;
+        DROP TABLE embeddings;
+        ALTER TABLE embeddings_v6 RENAME TO embeddings;
+
+        CREATE TABLE task_features_v6 (
+            checkpoint_id   VARCHAR NOT NULL,
+            checkpoint_sha  VARCHAR NOT NULL,
+            task_hash       VARCHAR NOT NULL,
+            kind            VARCHAR NOT NULL,
+            pooling         VARCHAR NOT NULL,
+            dtype           VARCHAR NOT NULL,      -- precision the model ran in
+            task            VARCHAR NOT NULL,
+            probe           VARCHAR NOT NULL,
+            probe_version   VARCHAR NOT NULL,
+            has_head        BOOLEAN NOT NULL,
+            n_examples      INTEGER NOT NULL,
+            dim             INTEGER NOT NULL,
+            path            VARCHAR NOT NULL,
+            file_sha256     VARCHAR NOT NULL,
+            seconds         DOUBLE,
+            created_at      TIMESTAMP NOT NULL,
+            PRIMARY KEY (checkpoint_id, checkpoint_sha, task_hash, kind, pooling, dtype)
+        );
+        INSERT INTO task_features_v6
+            SELECT checkpoint_id, checkpoint_sha, task_hash, kind, pooling, 'float32', task, probe, probe_version,
+                   has_head, n_examples, dim, path, file_sha256, seconds, created_at
+            FROM task_features;
+        DROP TABLE task_features;
+        ALTER TABLE task_features_v6 RENAME TO task_features;
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

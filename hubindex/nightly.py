@@ -21,12 +21,9 @@ import fcntl
 import hashlib
 import json
 import os
-import signal
 import socket
-import threading
 import time
 import tomllib
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -35,8 +32,9 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import click
 
 from hubindex.catalog import Catalog, utcnow
-from hubindex.errors import CatalogBusyError, HubindexError, UsageError
+from hubindex.errors import CatalogBusyError, HubindexError, Interrupted, UsageError
 from hubindex.index import Index
+from hubindex.interrupts import stop_on_signals, stop_requested
 from hubindex.plugins import corpora, crawlers, executors, known_names, probes
 from hubindex.store import STORE_DIR, atomic_write_bytes
 
@@ -58,10 +56,8 @@ class NightlyLockedError(CatalogBusyError):
     """Another nightly run holds the index's lock."""
 
 
-class NightlyInterrupted(HubindexError):
+class NightlyInterrupted(Interrupted):
     """The run was stopped by SIGINT or SIGTERM; the next run completes its work."""
-
-    exit_code = 130
 
 
 class StorageError(HubindexError):
@@ -878,7 +874,7 @@ def _fatal(exc: BaseException) -> StorageError | NightlyInterrupted | None:
     """The error that stops the whole run, if exc is one: a signal, a full disk or a refused write."""
     if isinstance(exc, (StorageError, NightlyInterrupted)):
         return exc
-    if _stop_requested.is_set():
+    if stop_requested.is_set():
         # Probing and crawling turn Ctrl-C into their own error; the run still stops.
         return NightlyInterrupted("interrupted by a signal")
     problem = storage_problem(exc)
@@ -934,12 +930,12 @@ def _stored_keys(catalog: Catalog, corpus_hash: str) -> set[tuple[str, str, str,
 def _plan_probe(catalog: Catalog, rows: list[dict[str, Any]], data: Any, instances: list[Any],
                 failed: set[tuple[str, str]]) -> _Plan:
     """Which checkpoints need features on the corpus: those without features at their current revision."""
-    from hubindex.probing import pick_probe
+    from hubindex.probing import pick_probe, unsupported_reason
 
     stored = {
-        (cid, sha, layer, pooling): path
-        for cid, sha, layer, pooling, path in catalog.conn.execute(
-            "SELECT checkpoint_id, checkpoint_sha, layer, pooling, path FROM embeddings "
+        (cid, sha, layer, pooling, dtype): path
+        for cid, sha, layer, pooling, dtype, path in catalog.conn.execute(
+            "SELECT checkpoint_id, checkpoint_sha, layer, pooling, dtype, path FROM embeddings "
             "WHERE corpus_hash = ? AND n_items = ?", [data.content_hash, data.size]).fetchall()
     }
     before = {cid for (cid,) in catalog.conn.execute(
@@ -948,11 +944,19 @@ def _plan_probe(catalog: Catalog, rows: list[dict[str, Any]], data: Any, instanc
     plan = _Plan()
     for row in rows:
         probe = pick_probe(instances, row, data.modality)
+        cid = row["checkpoint_id"]
+        if probe is None and unsupported_reason(instances, row) is not None:
+            # No probe takes it at all: the probe run records why (once per revision, as failures are).
+            if (cid, row.get("sha")) in failed:
+                plan.skipped_failed += 1
+            else:
+                plan.todo.append(_Planned(cid, row.get("sha"), "", "", False))
+            continue
         if probe is None:
             plan.no_probe += 1
             continue
-        cid, revision = row["checkpoint_id"], probe.revision(row)
-        path = stored.get((cid, revision, probe.layer, probe.pooling))
+        revision = probe.revision(row)
+        path = stored.get((cid, revision, probe.layer, probe.pooling, probe.dtype_for(row)))
         if path is not None and (root / path).is_file():
             plan.up_to_date += 1
         elif (cid, revision) in failed:
@@ -968,7 +972,7 @@ def _plan_score(catalog: Catalog, rows: list[dict[str, Any]], task: dict[str, An
     from hubindex.probing import pick_probe
 
     embedded = {tuple(r) for r in catalog.conn.execute(
-        "SELECT checkpoint_sha, pooling FROM task_features WHERE task_hash = ? AND kind = 'features'",
+        "SELECT checkpoint_sha, pooling, dtype FROM task_features WHERE task_hash = ? AND kind = 'features'",
         [task["content_hash"]]).fetchall()}
     plan = _Plan()
     for row in rows:
@@ -981,7 +985,7 @@ def _plan_score(catalog: Catalog, rows: list[dict[str, Any]], task: dict[str, An
             plan.skipped_failed += 1
             continue
         plan.todo.append(_Planned(cid, revision, probe.layer, probe.example_pooling,
-                                  (revision, probe.example_pooling) in embedded))
+                                  (revision, probe.example_pooling, probe.dtype_for(row)) in embedded))
     return plan
 
 
@@ -1041,29 +1045,6 @@ def _finish(index: PatientIndex, run_id: int, status: str, summary: str | None, 
         catalog.publish_snapshot()
 
 
-_stop_requested = threading.Event()
-
-
-@contextmanager
-def _stop_on_signals() -> Iterator[None]:
-    """SIGINT and SIGTERM (systemd stop, kill) end the run, which is recorded as interrupted."""
-    _stop_requested.clear()
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers can only be set from the main thread
-        return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        _stop_requested.set()
-        raise KeyboardInterrupt
-
-    previous = {number: signal.signal(number, interrupt) for number in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-
-
 def _make_executor(settings: ExecutorSettings) -> Any:
     from hubindex.executors import make_executor
 
@@ -1076,7 +1057,7 @@ def run_nightly(index: Index, config: NightlyConfig | None = None, log: Callable
     lock = NightlyLock(index.root)
     lock.acquire()
     try:
-        with _stop_on_signals():
+        with stop_on_signals():
             config = (config or default_config(index)).with_overrides(**(overrides or {}))
             patient = PatientIndex(index.root, config.limits.busy_timeout_seconds)
             return _run_locked(patient, config, lock, log)

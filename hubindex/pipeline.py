@@ -10,8 +10,9 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from hubindex.catalog import Catalog, UpsertResult
-from hubindex.errors import HubindexError
+from hubindex.errors import HubindexError, Interrupted
 from hubindex.index import Index
+from hubindex.interrupts import stop_on_signals
 from hubindex.types import CheckpointRecord, Crawler, CrawlFailure
 
 # A batch is committed when it holds this many records or is this old, whichever comes first:
@@ -154,13 +155,14 @@ def run_crawl(index: Index, crawler: Crawler, show_progress: bool | None = None)
         ) as bar:
             ctx = CrawlContext(catalog, run_id, resumed_from, watermark, bar)
             try:
-                for event in crawler.crawl(ctx):
-                    batcher.add(event)
-                    bar.update(1)
-                batcher.flush()
+                with stop_on_signals():
+                    for event in crawler.crawl(ctx):
+                        batcher.add(event)
+                        bar.update(1)
+                    batcher.flush()
             except KeyboardInterrupt:
                 _close_run(catalog, batcher, summary, "interrupted", "interrupted by the user")
-                raise HubindexError(
+                raise Interrupted(
                     f"crawl interrupted; {summary.seen} checkpoints are saved. "
                     "Run the same command again to resume."
                 ) from None

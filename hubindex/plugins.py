@@ -26,6 +26,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "hubindex_plugins.corpora",
     "hubindex_plugins.probe_text",
     "hubindex_plugins.probe_image",
+    "hubindex_plugins.probe_vision",
     "hubindex_plugins.metrics",
     "hubindex_plugins.metric_task_relatedness",
     "hubindex_plugins.queries",

@@ -1,11 +1,13 @@
 """Orchestration: run probes on checkpoints over a corpus into the embedding store, computing nothing twice.
 
-A feature matrix is keyed by (checkpoint sha, corpus hash, layer, pooling). When the catalog's
+A feature matrix is keyed by (checkpoint sha, corpus hash, layer, pooling, dtype). When the catalog's
 `embeddings` table has the key and the file in the store is exactly the one registered, the
 checkpoint is reused without loading its model. Otherwise the probe runs, the matrix is written
 to the store (atomically) and then registered in the catalog, in one transaction per checkpoint;
 an interrupted run keeps every checkpoint it finished. A checkpoint that cannot be loaded or gives
-non-finite features is recorded in `failures` (stage 'probe') and the run goes on.
+non-finite features is recorded in `failures` (stage 'probe') and the run goes on; so is one that
+no installed probe takes (kind `unsupported`, with the reason) and one too large for the memory
+at hand (kind `too-large`, before anything is loaded).
 
 A run has three steps: the driver plans (reads the catalog: what is stored, what must run), an
 executor computes (`probe_checkpoint`, a pure function of a picklable `ProbeWork`: in this process
@@ -23,12 +25,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from hubindex.catalog import Catalog, run_readonly_query, utcnow
-from hubindex.errors import HubindexError, UsageError
+from hubindex.errors import Interrupted, UsageError
 from hubindex.executors import local_executor
 from hubindex.index import Index
+from hubindex.interrupts import stop_on_signals
 from hubindex.plugins import corpora, known_names, probes
 from hubindex.store import EmbeddingStore, embedding_key
-from hubindex.types import Corpus, CorpusData, Executor, Probe, ProbeError, TaskResources
+from hubindex.types import FLOAT32, Corpus, CorpusData, Executor, Probe, ProbeError, TaskResources
 
 STAGE = "probe"
 DEVICES = ("auto", "cpu", "cuda")
@@ -62,7 +65,7 @@ class ProbeSummary:
     selected: int = 0
     probed: int = 0  # model loaded and run
     reused: int = 0  # already stored: no model loaded
-    no_probe: int = 0  # no installed probe accepts the checkpoint (for the corpus' modality)
+    no_probe: int = 0  # only probes of another modality take the checkpoint (e.g. a text model, images)
     seconds: float = 0.0
     failures: list[RunFailure] = field(default_factory=list)
 
@@ -166,6 +169,7 @@ class ProbeWork:
     probe: Probe
     checkpoint: dict[str, Any]
     sha: str
+    dtype: str = FLOAT32
 
 
 @dataclass
@@ -192,7 +196,7 @@ def probe_checkpoint(work: ProbeWork, corpora: dict[str, CorpusData]) -> ProbeRe
     except ProbeError as exc:
         return _failed(exc.kind, f"{probe.name} on {corpus.name}: {exc}")
     except MemoryError as exc:
-        return _failed("out-of-memory", f"{probe.name} on {corpus.name}: {exc}")
+        return _failed("out-of-memory", f"{probe.name} on {corpus.name}: {exc or 'MemoryError'}")
     except Exception as exc:  # a plugin's bug must not end the run for every other checkpoint
         return _failed("probe-error", f"{probe.name} on {corpus.name}: {type(exc).__name__}: {exc}")
     seconds = time.monotonic() - started
@@ -223,19 +227,23 @@ def plan_in_rounds(
     claimed: set[Any],
     summary: Any,
     bar: Any,
-    pick: Callable[[dict[str, Any]], Probe | None],
+    pick: Callable[[dict[str, Any]], Probe | str | None],
     plan: Callable[[Probe, dict[str, Any]], Any],
     compute: Callable[[list[Any]], None],
 ) -> None:
-    """Plan every row and hand the planned work to the executor; rows DEFERRED behind a twin wait a round."""
+    """Plan every row and hand the planned work to the executor; rows DEFERRED behind a twin wait a round.
+
+    `pick` gives a row's probe, None when only probes of another modality take it, or SETTLED when
+    it recorded why no probe does.
+    """
     todo = rows
     while todo:  # a second round only for checkpoints that share weights with one of the first
         claimed.clear()
         work, deferred = [], []
         for row in todo:
             probe = pick(row)
-            if probe is None:
-                summary.no_probe += 1
+            if probe is None or probe == SETTLED:
+                summary.no_probe += probe is None
                 bar.update(1)
                 continue
             planned = plan(probe, row)
@@ -253,14 +261,27 @@ def plan_in_rounds(
 class _Run:
     """Plans what to probe, and stores and commits each finished checkpoint at once."""
 
-    def __init__(self, catalog: Catalog, store: EmbeddingStore, summary: ProbeSummary) -> None:
+    def __init__(self, catalog: Catalog, store: EmbeddingStore, summary: ProbeSummary, limit: SizeLimit) -> None:
         self.catalog = catalog
         self.store = store
         self.summary = summary
+        self.limit = limit
         self.claimed: set[str] = set()  # embedding keys this round computes
 
     def fail(self, subject: str, kind: str, message: str) -> None:
         record_run_failure(self.catalog, STAGE, self.summary.failures, subject, kind, message)
+
+    def pick(self, instances: list[Probe], checkpoint: dict[str, Any], modality: str | None) -> Probe | str | None:
+        """The checkpoint's probe; None if only probes of another modality take it; SETTLED if none
+        does (recorded as an `unsupported` failure, with the reason)."""
+        probe = pick_probe(instances, checkpoint, modality)
+        if probe is not None:
+            return probe
+        reason = unsupported_reason(instances, checkpoint)
+        if reason is None:
+            return None
+        self.fail(checkpoint["checkpoint_id"], "unsupported", reason)
+        return SETTLED
 
     def plan(self, probe: Probe, checkpoint: dict[str, Any], corpus: CorpusData) -> ProbeWork | str:
         """The work to do for a checkpoint, SETTLED (reused, failed) or DEFERRED (its twin runs first)."""
@@ -269,7 +290,12 @@ class _Run:
         if not sha:
             self.fail(checkpoint_id, "no-revision", "the catalog has no sha for this checkpoint; crawl it again")
             return SETTLED
-        stored = self.catalog.embedding(sha, corpus.content_hash, probe.layer, probe.pooling, checkpoint_id)
+        dtype = probe.dtype_for(checkpoint)
+        too_large = self.limit.refusal(checkpoint, dtype)
+        if too_large:
+            self.fail(checkpoint_id, "too-large", too_large)
+            return SETTLED
+        stored = self.catalog.embedding(sha, corpus.content_hash, probe.layer, probe.pooling, checkpoint_id, dtype)
         if (
             stored is not None
             and stored["n_items"] == corpus.size
@@ -281,11 +307,11 @@ class _Run:
                 self.catalog.resolve_failures(STAGE, [checkpoint_id])
             self.summary.reused += 1
             return SETTLED
-        key = embedding_key(sha, corpus.content_hash, probe.layer, probe.pooling)
+        key = embedding_key(sha, corpus.content_hash, probe.layer, probe.pooling, dtype)
         if key in self.claimed:
             return DEFERRED
         self.claimed.add(key)
-        return ProbeWork(probe, checkpoint, sha)
+        return ProbeWork(probe, checkpoint, sha, dtype)
 
     def commit(self, work: ProbeWork, result: ProbeResult, corpus: CorpusData) -> None:
         """Store a worker's features, then register them in one transaction (or record its failure)."""
@@ -294,13 +320,13 @@ class _Run:
             self.fail(checkpoint_id, result.failure_kind, result.failure_message)
             return
         probe = work.probe
-        key = embedding_key(work.sha, corpus.content_hash, probe.layer, probe.pooling)
+        key = embedding_key(work.sha, corpus.content_hash, probe.layer, probe.pooling, work.dtype)
         matrix = self.store.write(key, result.features)  # in place (atomically) before the catalog names it
         with self.catalog.transaction():
             self.catalog.register_embedding({
                 "checkpoint_id": checkpoint_id, "checkpoint_sha": work.sha,
                 "corpus": corpus.name, "corpus_hash": corpus.content_hash,
-                "layer": probe.layer, "pooling": probe.pooling,
+                "layer": probe.layer, "pooling": probe.pooling, "dtype": work.dtype,
                 "probe": probe.name, "probe_version": probe.version,
                 "n_items": matrix.n_items, "n_kept": matrix.n_kept, "dim": matrix.dim,
                 "path": matrix.path, "file_sha256": matrix.sha256,
@@ -332,6 +358,68 @@ def pick_probe(instances: list[Probe], checkpoint: dict[str, Any], modality: str
     return None
 
 
+def unsupported_reason(instances: list[Probe], checkpoint: dict[str, Any]) -> str | None:
+    """Why no installed probe, of any modality, takes the checkpoint; None when one does."""
+    if any(probe.accepts(checkpoint) for probe in instances):
+        return None
+    said = next((reason for probe in instances if (reason := probe.why_not(checkpoint))), "")
+    facts = ", ".join(
+        f"{column} {checkpoint.get(column)!r}" for column in ("library_name", "model_type", "architectures", "pipeline_tag")
+        if checkpoint.get(column)
+    )
+    probes_named = ", ".join(probe.name for probe in instances) or "none"
+    return f"no installed probe takes it ({said or 'no probe recognises it'}; {facts or 'no metadata'}); probes: {probes_named}"
+
+
+# Bytes per parameter in each precision a probe runs in.
+BYTES_PER_PARAM = {"float32": 4, "bfloat16": 2, "float16": 2}
+# Share of the memory at hand that a checkpoint's weights may take (activations need the rest).
+MEMORY_SHARE = 0.6
+
+
+def memory_at_hand(device: str) -> int | None:
+    """Bytes a model may use: the GPU's memory on CUDA, else the memory available now (Linux), else None."""
+    if device.startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.get_device_properties(0).total_memory)
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+@dataclass(frozen=True)
+class SizeLimit:
+    """Checkpoints too large to probe: over max_params, or (by default) weights over a share of memory."""
+
+    max_params: int | None = None
+    memory_bytes: int | None = None
+
+    @classmethod
+    def for_device(cls, device: str, max_params: int | None = None) -> SizeLimit:
+        """--max-params when given, else what MEMORY_SHARE of the device's memory holds."""
+        return cls(max_params=max_params, memory_bytes=None if max_params else memory_at_hand(device))
+
+    def refusal(self, checkpoint: dict[str, Any], dtype: str) -> str:
+        """Why the checkpoint is too large to load ('' if it is not, or its size is unknown)."""
+        params = checkpoint.get("params_total")
+        if not isinstance(params, int) or params <= 0:
+            return ""
+        if self.max_params is not None and params > self.max_params:
+            return f"{params:,} parameters, over the limit of {self.max_params:,} (--max-params)"
+        weights = params * BYTES_PER_PARAM.get(dtype, 4)
+        if self.memory_bytes is not None and weights > MEMORY_SHARE * self.memory_bytes:
+            return (f"{params:,} parameters need {weights / 2**30:.1f} GiB in {dtype}, over "
+                    f"{MEMORY_SHARE:.0%} of the {self.memory_bytes / 2**30:.1f} GiB of memory at hand "
+                    "(probe it on a larger machine, or raise the limit with --max-params)")
+        return ""
+
+
 def probe_resources(device: str) -> TaskResources:
     """What one checkpoint's probe task takes: a GPU on CUDA, else a CPU."""
     return TaskResources(cpus=1, gpus=1 if device == "cuda" else 0)
@@ -346,11 +434,13 @@ def run_probe(
     max_items: int | None = None,
     show_progress: bool | None = None,
     executor: Executor | None = None,
+    max_params: int | None = None,
 ) -> ProbeSummary:
     """Probe the checkpoints on the named corpus (or each probe's default corpus) into the store.
 
     The driver plans (what is stored already) and commits; `executor` (default: in-process) runs
-    the models.
+    the models. Checkpoints over `max_params` parameters (default: whatever would not fit in
+    memory) are recorded as `too-large` and not loaded.
     """
     started = time.monotonic()
     summary = ProbeSummary()
@@ -372,21 +462,22 @@ def run_probe(
         corpus_for(named.modality)  # a bad corpus (e.g. a missing folder) fails before any work
     store = EmbeddingStore(index.root)
     with index.open_catalog() as catalog:
-        run = _Run(catalog, store, summary)
+        run = _Run(catalog, store, summary, SizeLimit.for_device(device, max_params))
         rows = catalog.checkpoint_rows(list(checkpoint_ids))
         summary.selected = len(rows)
         with tqdm(total=len(rows), desc="probe", unit=" ckpt",
                   disable=None if show_progress is None else not show_progress) as bar:
             try:
-                modality = named.modality if named is not None else None
-                plan_in_rounds(
-                    rows, run.claimed, summary, bar,
-                    pick=lambda row: pick_probe(instances, row, modality),
-                    plan=lambda probe, row: run.plan(probe, row, corpus_for(probe.modality)),
-                    compute=lambda work: run.compute(executor, work, probe_resources(device), loaded, bar),
-                )
+                with stop_on_signals():
+                    modality = named.modality if named is not None else None
+                    plan_in_rounds(
+                        rows, run.claimed, summary, bar,
+                        pick=lambda row: run.pick(instances, row, modality),
+                        plan=lambda probe, row: run.plan(probe, row, corpus_for(probe.modality)),
+                        compute=lambda work: run.compute(executor, work, probe_resources(device), loaded, bar),
+                    )
             except KeyboardInterrupt:
-                raise HubindexError(
+                raise Interrupted(
                     f"probe interrupted; {summary.probed} checkpoints probed and saved. "
                     "Run the same command again to continue (finished ones are reused)."
                 ) from None

@@ -26,9 +26,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from hubindex.catalog import Catalog, utcnow
-from hubindex.errors import HubindexError, UsageError
+from hubindex.errors import Interrupted, UsageError
 from hubindex.executors import local_executor
 from hubindex.index import Index
+from hubindex.interrupts import stop_on_signals
 from hubindex.plugins import known_names, metrics, probes
 from hubindex.probing import (
     DEFERRED,
@@ -44,6 +45,7 @@ from hubindex.probing import (
 from hubindex.store import STORE_DIR, EmbeddingStore, StoreError
 from hubindex.tasks import Task, encode_labels, load_task, stratified_split
 from hubindex.types import (
+    FLOAT32,
     NEEDS_HEAD,
     NEEDS_HELD_OUT,
     NEEDS_REFERENCE,
@@ -180,18 +182,19 @@ def score_arrays(name: str, features: np.ndarray, labels: np.ndarray, probs: np.
 # ------------------------------------------------------------------------------------ task features
 
 
-def task_feature_key(checkpoint_sha: str, task_hash: str, kind: str, pooling: str) -> str:
-    """Relative path of a task's feature (or head) matrix in the store."""
-    digest = hashlib.sha256("\0".join((checkpoint_sha, task_hash, kind, pooling)).encode()).hexdigest()
+def task_feature_key(checkpoint_sha: str, task_hash: str, kind: str, pooling: str, dtype: str = FLOAT32) -> str:
+    """Relative path of a task's feature (or head) matrix in the store (float32: as before dtype was in the key)."""
+    parts = (checkpoint_sha, task_hash, kind, pooling) + (() if dtype == FLOAT32 else (dtype,))
+    digest = hashlib.sha256("\0".join(parts).encode()).hexdigest()
     return f"{STORE_DIR}/tasks/{task_hash[:16]}/{digest[:32]}.faiss"
 
 
 def _stored_task_features(catalog: Catalog, store: EmbeddingStore, sha: str, task: Task,
-                          pooling: str) -> ExampleOutput | None:
+                          pooling: str, dtype: str) -> ExampleOutput | None:
     rows = catalog.conn.execute(
         "SELECT kind, has_head, n_examples, path, file_sha256 FROM task_features "
-        "WHERE checkpoint_sha = ? AND task_hash = ? AND pooling = ? ORDER BY created_at DESC",
-        [sha, task.content_hash, pooling],
+        "WHERE checkpoint_sha = ? AND task_hash = ? AND pooling = ? AND dtype = ? ORDER BY created_at DESC",
+        [sha, task.content_hash, pooling, dtype],
     ).fetchall()
     found = {}
     for kind, has_head, n_examples, path, file_sha in rows:
@@ -226,18 +229,18 @@ def _check_output(output: ExampleOutput, task: Task, probe: Probe) -> ExampleOut
 
 
 def store_task_features(catalog: Catalog, store: EmbeddingStore, probe: Probe, checkpoint_id: str, sha: str,
-                        task: Task, output: ExampleOutput, seconds: float) -> None:
+                        task: Task, output: ExampleOutput, seconds: float, dtype: str = FLOAT32) -> None:
     """Write freshly embedded task features (and head) to the store, then register them in one transaction."""
     matrices = {FEATURES: output.features}
     if output.head_probs is not None:
         matrices[HEAD] = output.head_probs
-    written = {kind: store.write(task_feature_key(sha, task.content_hash, kind, probe.example_pooling), matrix)
+    written = {kind: store.write(task_feature_key(sha, task.content_hash, kind, probe.example_pooling, dtype), matrix)
                for kind, matrix in matrices.items()}
     with catalog.transaction():
         for kind, matrix in written.items():
             catalog.conn.execute(
-                "INSERT OR REPLACE INTO task_features VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [checkpoint_id, sha, task.content_hash, kind, probe.example_pooling, task.name,
+                "INSERT OR REPLACE INTO task_features VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [checkpoint_id, sha, task.content_hash, kind, probe.example_pooling, dtype, task.name,
                  probe.name, probe.version, HEAD in written, matrix.n_items, matrix.dim, matrix.path,
                  matrix.sha256, seconds, utcnow()],
             )
@@ -304,6 +307,7 @@ class ScoreWork:
     hashes: dict[bool, str]  # inputs hash without / with the reference task
     stored: dict[str, ExampleOutput]  # features already in the store, by TASK / REFERENCE
     needs_reference: bool
+    dtype: str = FLOAT32  # the precision the probe runs the checkpoint in
 
 
 @dataclass
@@ -389,7 +393,7 @@ class _ScoreRun:
         self.reference = data.reference
         self.metrics = metric_list
         self.summary = summary
-        self.claimed: set[tuple[str, str]] = set()  # (sha, pooling) this round embeds
+        self.claimed: set[tuple[str, str]] = set()  # (sha, pooling and precision) this round embeds
 
     def fail(self, subject: str, kind: str, message: str) -> None:
         record_run_failure(self.catalog, STAGE, self.summary.failures, subject, kind, message)
@@ -416,9 +420,11 @@ class _ScoreRun:
         if not sha:
             self.fail(checkpoint_id, "no-revision", "the catalog has no sha for this checkpoint; crawl it again")
             return SETTLED
-        pooling = probe.example_pooling
-        hashes = {False: inputs_hash(self.task, sha, pooling, None),
-                  True: inputs_hash(self.task, sha, pooling, self.reference)}
+        pooling, dtype = probe.example_pooling, probe.dtype_for(checkpoint)
+        # float32 features hash as they did before dtype was recorded, so their scores stay current.
+        variant = pooling if dtype == FLOAT32 else f"{pooling}/{dtype}"
+        hashes = {False: inputs_hash(self.task, sha, variant, None),
+                  True: inputs_hash(self.task, sha, variant, self.reference)}
         stale = self.stale_metrics(checkpoint_id, hashes)
         if not stale:
             self.summary.current += len(self.metrics)
@@ -426,15 +432,15 @@ class _ScoreRun:
         needs_reference = self.reference is not None and any(NEEDS_REFERENCE in m.needs for m in stale)
         stored = {}
         for which, task in ((TASK, self.task), (REFERENCE, self.reference if needs_reference else None)):
-            found = _stored_task_features(self.catalog, self.store, sha, task, pooling) if task else None
+            found = _stored_task_features(self.catalog, self.store, sha, task, pooling, dtype) if task else None
             if found is not None:
                 stored[which] = found
         if len(stored) < 1 + needs_reference:  # the model must run
-            if (sha, pooling) in self.claimed:
+            if (sha, variant) in self.claimed:
                 return DEFERRED
-            self.claimed.add((sha, pooling))
+            self.claimed.add((sha, variant))
         self.summary.current += len(self.metrics) - len(stale)
-        return ScoreWork(probe, checkpoint, sha, stale, hashes, stored, needs_reference)
+        return ScoreWork(probe, checkpoint, sha, stale, hashes, stored, needs_reference, dtype)
 
     def commit(self, work: ScoreWork, result: ScoreResult) -> None:
         """Store new features, record failures and write the checkpoint's scores in one transaction."""
@@ -442,7 +448,7 @@ class _ScoreRun:
         tasks = {TASK: self.task, REFERENCE: self.reference}
         for which, (output, seconds) in result.embedded.items():
             store_task_features(self.catalog, self.store, work.probe, checkpoint_id, work.sha, tasks[which],
-                                output, seconds)
+                                output, seconds, work.dtype)
         if result.failure is not None:
             self.fail(checkpoint_id, *result.failure)
             return
@@ -524,14 +530,15 @@ def run_score(
         with tqdm(total=len(rows), desc="score", unit=" ckpt",
                   disable=None if show_progress is None else not show_progress) as bar:
             try:
-                plan_in_rounds(
-                    rows, run.claimed, summary, bar,
-                    pick=lambda row: pick_probe(instances, row, task.modality),
-                    plan=run.plan,
-                    compute=lambda work: run.compute(executor, work, probe_resources(device), bar),
-                )
+                with stop_on_signals():
+                    plan_in_rounds(
+                        rows, run.claimed, summary, bar,
+                        pick=lambda row: pick_probe(instances, row, task.modality),
+                        plan=run.plan,
+                        compute=lambda work: run.compute(executor, work, probe_resources(device), bar),
+                    )
             except KeyboardInterrupt:
-                raise HubindexError(
+                raise Interrupted(
                     f"score interrupted; {summary.computed} scores saved. "
                     "Run the same command again to continue (saved scores are kept)."
                 ) from None

@@ -5,7 +5,7 @@ On-disk layout, under the index folder:
     store/embeddings/<corpus hash[:16]>/<key>.faiss
         IndexIDMap2(IndexFlatL2) of the feature rows; the id of a row is its item's position in
         the corpus, and items the checkpoint dropped are absent. <key> is a hash of
-        (checkpoint sha, corpus hash, layer, pooling), so a changed checkpoint gets a new file.
+        (checkpoint sha, corpus hash, layer, pooling, dtype), so a changed checkpoint gets a new file.
 
 Files are written to a temporary name in the same folder, flushed to disk and renamed into
 place, so a crash leaves either the old file or the new one, never half of one. The catalog's
@@ -33,9 +33,10 @@ class StoreError(HubindexError):
     """A stored file is missing, unreadable or not what the catalog says."""
 
 
-def embedding_key(checkpoint_sha: str, corpus_hash: str, layer: str, pooling: str) -> str:
-    """Relative path of a feature matrix in the store."""
-    digest = hashlib.sha256("\0".join((checkpoint_sha, corpus_hash, layer, pooling)).encode()).hexdigest()
+def embedding_key(checkpoint_sha: str, corpus_hash: str, layer: str, pooling: str, dtype: str = "float32") -> str:
+    """Relative path of a feature matrix in the store (float32 keys are those from before dtype was part of it)."""
+    parts = (checkpoint_sha, corpus_hash, layer, pooling) + (() if dtype == "float32" else (dtype,))
+    digest = hashlib.sha256("\0".join(parts).encode()).hexdigest()
     return f"{STORE_DIR}/embeddings/{corpus_hash[:16]}/{digest[:32]}.faiss"
 
 

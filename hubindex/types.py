@@ -210,11 +210,17 @@ class ProbeError(Exception):
         self.kind = kind  # e.g. "load-error", "unsupported", "non-finite"
 
 
+FLOAT32 = "float32"
+# Names of half-precision parameter types in safetensors headers and torch, and the torch dtype.
+HALF_PRECISIONS = {"BF16": "bfloat16", "BFLOAT16": "bfloat16", "F16": "float16", "FLOAT16": "float16"}
+
+
 class Probe(Component):
     """Runs one checkpoint on a corpus and returns one feature row per corpus item.
 
-    (layer, pooling) name what the features are; with the checkpoint's sha and the corpus hash
-    they key the stored matrix, so nothing is computed twice. A probe loads weights only inside
+    (layer, pooling, dtype_for(checkpoint)) name what the features are; with the checkpoint's
+    sha and the corpus hash they key the stored matrix, so nothing is computed twice. Features
+    must not depend on the batch size (it is not part of the key). A probe loads weights only inside
     `embed`, never in `accepts` or `revision`.
     """
 
@@ -236,6 +242,22 @@ class Probe(Component):
     def accepts(self, checkpoint: dict[str, Any]) -> bool:
         """Whether this probe can run the checkpoint described by a catalog row."""
         raise NotImplementedError
+
+    def why_not(self, checkpoint: dict[str, Any]) -> str:
+        """Why `accepts` refuses a checkpoint, in words, when the probe can tell ('' otherwise)."""
+        return ""
+
+    def dtype_for(self, checkpoint: dict[str, Any]) -> str:
+        """The precision `embed` runs the checkpoint in (part of the stored features' key).
+
+        float32, except on CUDA for a checkpoint stored in half precision (most of its
+        parameters bf16 or fp16): then that precision, as the checkpoint was trained and published.
+        """
+        if not self.device.startswith("cuda"):
+            return FLOAT32
+        counts = checkpoint.get("params_by_dtype") or {}
+        own = max(counts, key=lambda name: counts[name] or 0) if counts else ""
+        return HALF_PRECISIONS.get(str(own).upper(), FLOAT32)
 
     def revision(self, checkpoint: dict[str, Any]) -> str | None:
         """The sha of the weights `embed` would load: the local copy's if there is one."""

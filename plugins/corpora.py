@@ -6,6 +6,7 @@
 | `wikitext-2` | text | wikitext-2-raw-v1 train from the Hugging Face Hub (online; the paper's corpus) | 10,000 words |
 | `sample-images` | image | crops, flips and rotations of scikit-learn's two sample photos (offline) | all 312 |
 | `digits` | image | scikit-learn's 1,797 8x8 handwritten digits (offline) | all |
+| `text:PATH` | text | a .txt file, or the .txt files in a folder (and its subfolders) sorted by path | 10,000 words |
 | `images:PATH` | image | the image files in a folder, sorted by path | all |
 
 Text corpora keep the lines with at least 10 whitespace-separated words (as the paper did with
@@ -156,6 +157,49 @@ class WikiText2(Corpus):
         )
 
 
+class TextFiles(Corpus):
+    """The user's own text: `--corpus text:PATH`, a .txt file or the .txt files under a folder.
+
+    Files are read in sorted relative-path order (UTF-8, else Windows-1252); their lines of >= 10
+    whitespace-separated words are kept, as for the other text corpora, and the content hash is
+    over those words and line breaks - renaming or moving the files changes nothing.
+    """
+
+    name = "text"
+    version = "1"
+    description = "your .txt file or folder of .txt files: --corpus text:PATH"
+    modality = TEXT
+    takes_argument = True
+    default_max_items = 10_000
+
+    def files(self) -> list[Path]:
+        """The .txt files named by the argument, in order."""
+        if not self.argument:
+            raise UsageError("corpus 'text' needs a .txt file or a folder: --corpus text:/path/to/notes")
+        path = Path(self.argument).expanduser()
+        if not path.exists():
+            raise UsageError(f"text corpus {path} does not exist (give a .txt file or a folder of them)")
+        if path.is_file():
+            return [path]
+        folder = path.resolve()
+        found = sorted((p for p in folder.rglob("*.txt") if p.is_file()), key=lambda p: p.relative_to(folder).as_posix())
+        if not found:
+            raise UsageError(f"no .txt files under {folder}")
+        return found
+
+    def load(self) -> CorpusData:
+        files = self.files()
+        texts = []
+        for path in files:
+            try:
+                texts.append(read_text_file(path))
+            except OSError as exc:
+                raise HubindexError(f"cannot read {path}: {exc.strerror or exc}") from None
+        where = files[0] if len(files) == 1 else f"{len(files)} .txt files under {Path(self.argument).expanduser().resolve()}"
+        return text_corpus(self.name, lines_of_words(texts), self.max_items, source=str(where),
+                           license="unknown (text chosen by the user)")
+
+
 # ------------------------------------------------------------------------------------ images
 
 
@@ -289,7 +333,7 @@ class ImageFolder(Corpus):
         )
 
 
-CORPORA: tuple[type[Corpus], ...] = (BBCNews, WikiText2, SampleImages, Digits, ImageFolder)
+CORPORA: tuple[type[Corpus], ...] = (BBCNews, WikiText2, TextFiles, SampleImages, Digits, ImageFolder)
 
 
 @hookimpl

@@ -22,6 +22,7 @@ import numpy as np
 
 from hubindex import hookimpl
 from hubindex.types import IMAGE, CorpusData, ExampleOutput, Probe, ProbeError, ProbeOutput
+from hubindex_plugins.model_loading import free_device_memory, load_error
 
 # Weight files of a timm folder, in the order timm itself prefers them.
 WEIGHT_NAMES = ("model.safetensors", "pytorch_model.bin")
@@ -115,8 +116,10 @@ class TimmImageProbe(Probe):
         try:
             model = timm.create_model(name, **kwargs)
         except Exception as exc:
-            raise ProbeError("load-error", f"{type(exc).__name__}: {exc}") from exc
-        return model.to(self.device).eval()
+            raise load_error(exc) from exc
+        import torch
+
+        return model.to(self.device, dtype=getattr(torch, self.dtype_for(checkpoint))).eval()
 
     def embed(self, checkpoint: dict[str, Any], corpus: CorpusData) -> ProbeOutput:
         from hubindex.torch_compat import import_timm
@@ -129,10 +132,7 @@ class TimmImageProbe(Probe):
             features, _ = self.features(model, transform, corpus.items)
         finally:
             del model
-            if self.device.startswith("cuda"):
-                import torch
-
-                torch.cuda.empty_cache()
+            free_device_memory(self.device)
         return ProbeOutput(features, np.zeros(len(features), dtype=bool))
 
     def embed_examples(self, checkpoint: dict[str, Any], items: list[Any]) -> ExampleOutput:
@@ -148,10 +148,7 @@ class TimmImageProbe(Probe):
             features, probs = self.features(model, transform, items, with_head=with_head)
         finally:
             del model
-            if self.device.startswith("cuda"):
-                import torch
-
-                torch.cuda.empty_cache()
+            free_device_memory(self.device)
         return ExampleOutput(features, probs)
 
     def features(self, model: Any, transform: Any, images: list[Any],
@@ -164,7 +161,7 @@ class TimmImageProbe(Probe):
             batch = torch.stack([transform(image) for image in images[start : start + self.batch_size]])
             try:
                 with torch.inference_mode():
-                    trunk = model.forward_features(batch.to(self.device))
+                    trunk = model.forward_features(batch.to(self.device, dtype=next(model.parameters()).dtype))
                     out = model.forward_head(trunk, pre_logits=True)
                     if with_head:
                         probs.append(torch.softmax(model.forward_head(trunk).float(), dim=-1).cpu().numpy())

@@ -1,113 +1,108 @@
-"""Text probe: the last hidden state of a transformers encoder, one row per corpus word.
+"""Text probe: the last hidden state of a transformers model, one row per corpus word, as in running text.
 
-Word alignment (Huang, Qiu & Church 2021): each corpus line, already split into words on
-whitespace, is tokenized with `is_split_into_words=True`; a word's row is the hidden state of its
-LAST sub-word token (`word_ids()`). Words lost to truncation at the model's maximum length - all
-of their sub-words or only the last ones - get NaN rows and are dropped.
+Word alignment (Huang, Qiu & Church 2021): a word's row is the hidden state of its LAST sub-word
+token. Each corpus line is given to the model as running text - its words joined by single spaces -
+and tokenized with character offsets; a token belongs to the word in which its last character
+lies. So every word is tokenized exactly as inside running text, mid-sentence, for every kind of
+tokenizer: WordPiece, byte-level BPE (GPT-2 and RoBERTa classes, the generic fast class of
+Llama-3, Falcon, BLOOM, ModernBERT; Qwen2's digit-splitting regex), SentencePiece BPE with byte
+fallback (Llama-2, Mistral, Gemma's normalizer-made `▁`) and Unigram (T5, ALBERT, XLNet, XLM-R).
+Tokenizing pre-split words instead (`is_split_into_words`) reads each word as if it began a text:
+byte-level BPE then loses the leading-space marker (`in` for `Ġin`) unless `add_prefix_space` is
+honoured, which the generic fast class ignores, and with it a regex pre-tokenizer splits `76%` as
+`Ġ7 Ġ6 Ġ%`. A line's first word is read as a text's first word is (a paragraph starts a text).
 
-Weights load from the checkpoint's local copy when it has one, else from the Hub by id at the
-catalog's commit; remote code is never run, safetensors are preferred and pickled weights are
-read with `weights_only=True`.
+Words lost to truncation at the model's maximum length - all of their sub-words or only the last
+ones - get NaN rows and are dropped. Features do not depend on the batch size: see
+`model_loading.each_hidden_state`. Dual encoders (CLIP, SigLIP) are probed through their
+text tower; encoder-decoders (T5, BART) through their encoder.
 """
 
 from __future__ import annotations
 
-import inspect
-import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from hubindex import hookimpl
 from hubindex.types import TEXT, CorpusData, ExampleOutput, Probe, ProbeError, ProbeOutput
+from hubindex_plugins.model_inputs import has_hub_or_local_copy, transformers_inputs
+from hubindex_plugins.model_loading import (
+    accepted_inputs,
+    each_hidden_state,
+    free_device_memory,
+    load_error,
+    load_pretrained,
+    model_source,
+    quiet_transformers,
+)
 
-TEXT_LIBRARIES = frozenset({"transformers", "sentence-transformers"})
-# Hub pipeline tags of models that take no text (their rows may still say library transformers).
-NON_TEXT_PIPELINES = frozenset({
-    "image-classification", "image-feature-extraction", "image-segmentation", "object-detection",
-    "depth-estimation", "image-to-image", "unconditional-image-generation", "video-classification",
-    "audio-classification", "automatic-speech-recognition", "audio-to-audio", "text-to-speech",
-    "text-to-audio", "voice-activity-detection", "mask-generation", "zero-shot-object-detection",
-    "keypoint-detection", "image-to-video", "text-to-image", "text-to-video",
-})
 # When neither the tokenizer nor the config states a usable maximum length.
 FALLBACK_MAX_LENGTH = 512
 
 
-def model_source(checkpoint: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """(what from_pretrained loads, extra kwargs): the local copy, else the Hub repo at its commit."""
-    local = checkpoint.get("local_path")
-    if local:
-        if not Path(local).is_dir():
-            raise ProbeError("not-found", f"local copy {local} is gone; run `hubindex crawl local` again")
-        return local, {}
-    checkpoint_id = checkpoint["checkpoint_id"]
-    if checkpoint_id.startswith("hf:"):
-        revision = checkpoint.get("sha")
-        return checkpoint_id[3:], ({"revision": revision} if revision else {})
-    raise ProbeError("not-found", f"{checkpoint_id} has no local copy and no Hub repo to load from")
+def max_length(tokenizer: Any, config: Any, model: Any = None) -> int:
+    """The longest input the model takes: the tokenizer's limit and the position table's, whichever is less.
 
-
-def has_safetensors(checkpoint: dict[str, Any], source: str) -> bool | None:
-    """True/False when it is known whether safetensors weights exist; None lets transformers choose."""
-    folder = Path(source)
-    if checkpoint.get("local_path") and folder.is_dir():
-        return any(folder.glob("*.safetensors"))
-    names = [w["name"] for w in checkpoint.get("weight_files") or [] if w and w.get("name")]
-    return any(n.endswith(".safetensors") for n in names) if names else None
-
-
-def max_length(tokenizer: Any, config: Any) -> int:
-    """The longest input the model takes: the tokenizer's limit and the position table's, whichever is less."""
+    RoBERTa-style models number positions from padding_idx + 1, so their table holds
+    padding_idx + 1 fewer positions than it has rows.
+    """
     limits = []
     if isinstance(tokenizer.model_max_length, int) and 0 < tokenizer.model_max_length < 1_000_000:
         limits.append(tokenizer.model_max_length)
     positions = getattr(config, "max_position_embeddings", None)
     if isinstance(positions, int) and positions > 0:
-        limits.append(positions)
+        embeddings = getattr(model, "embeddings", None)
+        offset = getattr(embeddings, "padding_idx", None) if hasattr(embeddings, "position_embeddings") else None
+        limits.append(positions - offset - 1 if isinstance(offset, int) and 0 <= offset < positions - 1 else positions)
     return min(limits) if limits else FALLBACK_MAX_LENGTH
 
 
-def needs_prefix_space(tokenizer: Any) -> bool:
-    """Whether a fast tokenizer's pre-tokenizer is byte-level BPE without add_prefix_space."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        return False
-
-    def byte_level_without_prefix(node: Any) -> bool:
-        if isinstance(node, dict):
-            if node.get("type") == "ByteLevel" and node.get("add_prefix_space") is False:
-                return True
-            return any(byte_level_without_prefix(v) for v in node.values())
-        if isinstance(node, list):
-            return any(byte_level_without_prefix(v) for v in node)
-        return False
-
-    return byte_level_without_prefix(json.loads(backend.to_str()).get("pre_tokenizer"))
+def word_spans(words: list[str]) -> tuple[str, np.ndarray, np.ndarray]:
+    """(the line as running text, each word's first character, each word's end): words joined by spaces."""
+    lengths = np.array([len(w) for w in words], dtype=np.int64)
+    starts = np.concatenate(([0], np.cumsum(lengths + 1)[:-1])) if len(words) else lengths
+    return " ".join(words), starts, starts + lengths
 
 
-def last_subword_positions(word_ids: list[int | None], n_words: int) -> np.ndarray:
-    """For each word of a line, the position of its last sub-word token, or -1 if it was truncated."""
+def word_of_tokens(offsets: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """For each token, the word its last character lies in, or -1 (special tokens, spaces, padding)."""
+    offsets = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+    last_char = offsets[:, 1] - 1
+    words = np.searchsorted(starts, last_char, side="right") - 1
+    inside = (offsets[:, 1] > offsets[:, 0]) & (words >= 0)
+    inside &= last_char < ends[np.clip(words, 0, None)]
+    return np.where(inside, words, -1)
+
+
+def last_token_positions(word_ids: np.ndarray, n_words: int) -> np.ndarray:
+    """For each word, the position of its last token, or -1 if it has none."""
     positions = np.full(n_words, -1, dtype=np.int64)
-    for position, word in enumerate(word_ids):
-        if word is not None:
-            positions[word] = position  # later tokens of the same word overwrite earlier ones
+    tokens = np.flatnonzero(word_ids >= 0)
+    np.maximum.at(positions, word_ids[tokens], tokens)
     return positions
 
 
-def tokens_per_word(word_ids: list[int | None], n_words: int) -> np.ndarray:
-    """How many tokens each word of a line has in an encoding."""
-    words = np.array([w for w in word_ids if w is not None], dtype=np.int64)
-    return np.bincount(words, minlength=n_words)[:n_words]
+def tokens_per_word(word_ids: np.ndarray, n_words: int) -> np.ndarray:
+    """How many tokens each word has in an encoding."""
+    return np.bincount(word_ids[word_ids >= 0], minlength=n_words)[:n_words]
+
+
+def text_tower(model: Any) -> Any:
+    """The part of a model that reads text: a dual encoder's text model, an encoder-decoder's encoder."""
+    if hasattr(model, "text_model") and hasattr(model, "vision_model"):
+        return model.text_model
+    if getattr(model.config, "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
+        return model.get_encoder()
+    return model
 
 
 class TransformersTextProbe(Probe):
-    """Last hidden state of a transformers text encoder, at each word's last sub-word token."""
+    """Last hidden state of a transformers model's text side, at each word's last sub-word token."""
 
     name = "transformers-text"
-    version = "1"
-    description = "transformers encoders: last hidden state, last sub-word per word"
+    version = "2"
+    description = "transformers text models and text towers: last hidden state, last sub-word per word in running text"
     modality = TEXT
     layer = "last"
     pooling = "last-subword"
@@ -115,51 +110,28 @@ class TransformersTextProbe(Probe):
     default_batch_size = 32
 
     def accepts(self, checkpoint: dict[str, Any]) -> bool:
-        if checkpoint.get("library_name") not in TEXT_LIBRARIES:
-            return False
-        if checkpoint.get("pipeline_tag") in NON_TEXT_PIPELINES:
-            return False
-        return bool(checkpoint.get("local_path")) or checkpoint["checkpoint_id"].startswith("hf:")
+        return TEXT in transformers_inputs(checkpoint).modalities and has_hub_or_local_copy(checkpoint)
+
+    def why_not(self, checkpoint: dict[str, Any]) -> str:
+        return transformers_inputs(checkpoint).reason
 
     def load(self, checkpoint: dict[str, Any], with_head: bool = False) -> tuple[Any, Any]:
         """(model in eval mode on the device, fast tokenizer); ProbeError('load-error') if they cannot load.
 
-        with_head loads the sequence-classification model (encoder + its head) instead of the bare encoder.
+        with_head loads the sequence-classification model (encoder + its head) instead of the bare model.
         """
-        from hubindex.torch_compat import ensure_torchvision
-
-        ensure_torchvision()  # transformers imports torchvision for its image utilities
-        import torch
-        from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
-        from transformers.utils import logging as transformers_logging
-
-        transformers_logging.disable_progress_bar()  # `hubindex probe` shows its own progress
-
-        source, extra = model_source(checkpoint)
-        verbosity = transformers_logging.get_verbosity()
-        # Load reports (e.g. "pooler weights newly initialised") concern heads the probe never uses.
-        transformers_logging.set_verbosity_error()
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False, **extra)
-            if needs_prefix_space(tokenizer):
-                # Byte-level BPE (RoBERTa, GPT-2): a pre-split word must be read as " word".
-                tokenizer = AutoTokenizer.from_pretrained(
-                    source, trust_remote_code=False, add_prefix_space=True, **extra
-                )
-            model = (AutoModelForSequenceClassification if with_head else AutoModel).from_pretrained(
-                source, trust_remote_code=False, use_safetensors=has_safetensors(checkpoint, source),
-                weights_only=True, dtype=torch.float32, **extra,
-            )
-        except Exception as exc:
-            raise ProbeError("load-error", f"{type(exc).__name__}: {exc}") from exc
-        finally:
-            transformers_logging.set_verbosity(verbosity)
+        with quiet_transformers() as transformers:
+            source, extra = model_source(checkpoint)
+            try:
+                tokenizer = transformers.AutoTokenizer.from_pretrained(source, trust_remote_code=False, **extra)
+                auto = transformers.AutoModelForSequenceClassification if with_head else transformers.AutoModel
+                model = load_pretrained(auto, checkpoint, self.dtype_for(checkpoint))
+            except ProbeError:
+                raise
+            except Exception as exc:
+                raise load_error(exc) from exc
         if not getattr(tokenizer, "is_fast", False):
-            raise ProbeError("unsupported", "word alignment needs a fast tokenizer (word_ids)")
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-        if getattr(model.config, "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
-            model = model.get_encoder()
+            raise ProbeError("unsupported", "word alignment needs a fast tokenizer (character offsets)")
         return model.to(self.device).eval(), tokenizer
 
     def embed(self, checkpoint: dict[str, Any], corpus: CorpusData) -> ProbeOutput:
@@ -167,10 +139,10 @@ class TransformersTextProbe(Probe):
             raise ProbeError("unsupported", f"corpus {corpus.name!r} has no lines of words")
         model, tokenizer = self.load(checkpoint)
         try:
-            return self.features(model, tokenizer, corpus.lines)
+            return self.features(model, tokenizer, corpus.lines, self.dtype_for(checkpoint))
         finally:
             del model
-            _free_device_memory(self.device)
+            free_device_memory(self.device)
 
     def embed_examples(self, checkpoint: dict[str, Any], items: list[Any]) -> ExampleOutput:
         """Mean of the last hidden state over each text's tokens (as sentence-transformers pools),
@@ -178,105 +150,106 @@ class TransformersTextProbe(Probe):
         with_head = has_classification_head(checkpoint)
         model, tokenizer = self.load(checkpoint, with_head=with_head)
         try:
-            return self.example_features(model, tokenizer, items, with_head)
+            return self.example_features(model, tokenizer, items, with_head, self.dtype_for(checkpoint))
         finally:
             del model
-            _free_device_memory(self.device)
+            free_device_memory(self.device)
 
-    def example_features(self, model: Any, tokenizer: Any, texts: list[str], with_head: bool) -> ExampleOutput:
+    def _forward(self, model: Any, with_head: bool = False) -> Any:
+        """inputs -> (last hidden state, head logits or None) of the model's text side."""
+        tower = model if with_head else text_tower(model)
+        accepted = accepted_inputs(tower)
+
+        def forward(inputs: dict[str, Any]) -> tuple[Any, Any]:
+            given = {k: v for k, v in inputs.items() if k in accepted}
+            if with_head:
+                output = tower(**given, output_hidden_states=True)
+                return output.hidden_states[-1], output.logits
+            hidden = getattr(tower(**given), "last_hidden_state", None)
+            if hidden is None:
+                raise ProbeError("unsupported", f"{type(tower).__name__} returns no last_hidden_state")
+            return hidden, None
+
+        return forward, tower
+
+    def example_features(self, model: Any, tokenizer: Any, texts: list[str], with_head: bool,
+                         dtype: str = "float32") -> ExampleOutput:
         """One mean-pooled row per text (truncated at the model's maximum length), plus head softmax."""
         import torch
 
-        limit = max_length(tokenizer, model.config)
-        accepted = set(inspect.signature(model.forward).parameters)
-        rows, probs = [], []
-        # Longest first: batches of similar lengths pad little; rows go back to input order below.
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        for start in range(0, len(order), self.batch_size):
-            batch = [texts[i] for i in order[start : start + self.batch_size]]
-            encoding = tokenizer(batch, truncation=True, max_length=limit, padding=True, return_tensors="pt")
-            inputs = {k: v.to(self.device) for k, v in encoding.items() if k in accepted}
-            try:
-                with torch.inference_mode():
-                    output = model(**inputs, output_hidden_states=True) if with_head else model(**inputs)
-            except Exception as exc:
-                raise ProbeError("forward-error", f"{type(exc).__name__}: {exc}") from exc
-            hidden = output.hidden_states[-1] if with_head else getattr(output, "last_hidden_state", None)
-            if hidden is None:
-                raise ProbeError("unsupported", f"{type(model).__name__} returns no last hidden state")
-            mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
-            rows.append(pooled.float().cpu().numpy())
-            if with_head:
-                probs.append(torch.softmax(output.logits.float(), dim=-1).cpu().numpy())
-        if not rows:
+        if not texts:
             raise ProbeError("unsupported", "the task has no examples")
-        inverse = np.argsort(np.array(order))
-        features = np.concatenate(rows)[inverse]
-        head = np.concatenate(probs)[inverse] if with_head else None
-        return ExampleOutput(features, head)
+        forward, tower = self._forward(model, with_head)
+        limit = max_length(tokenizer, tower.config, tower)
+        encodings = _encodings(tokenizer(list(texts), truncation=True, max_length=limit))
+        features: list[np.ndarray | None] = [None] * len(texts)
+        probs: list[np.ndarray | None] = [None] * len(texts)
 
-    def features(self, model: Any, tokenizer: Any, lines: list[list[str]]) -> ProbeOutput:
-        """One row per word of the lines, in order; NaN rows (dropped) for truncated words."""
-        import torch
+        def take(row: int, hidden: np.ndarray, logits: np.ndarray | None) -> None:
+            features[row] = hidden.mean(axis=0)
+            if logits is not None:
+                probs[row] = torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
 
-        limit = max_length(tokenizer, model.config)
-        accepted = set(inspect.signature(model.forward).parameters)
-        n_words = sum(len(line) for line in lines)
-        features: np.ndarray | None = None
-        dropped = np.zeros(n_words, dtype=bool)
-        offset = 0
-        for start in range(0, len(lines), self.batch_size):
-            batch = lines[start : start + self.batch_size]
-            encoding = tokenizer(batch, is_split_into_words=True, truncation=True, max_length=limit,
-                                 padding=True, return_tensors="pt")
-            inputs = {k: v.to(self.device) for k, v in encoding.items() if k in accepted}
-            try:
-                with torch.inference_mode():
-                    output = model(**inputs)
-            except Exception as exc:
-                raise ProbeError("forward-error", f"{type(exc).__name__}: {exc}") from exc
-            hidden = getattr(output, "last_hidden_state", None)
-            if hidden is None:
-                raise ProbeError("unsupported", f"{type(model).__name__} returns no last_hidden_state")
-            hidden = hidden.float().cpu().numpy()
-            if features is None:
-                features = np.full((n_words, hidden.shape[-1]), np.nan, dtype=np.float32)
-            # A line that fills max_length may have lost the end of its last word (its last
-            # sub-word is gone): compare with the line's untruncated tokenization.
-            full = [row for row, n in enumerate(encoding["attention_mask"].sum(dim=1).tolist()) if n >= limit]
-            untruncated = (
-                tokenizer([batch[row] for row in full], is_split_into_words=True, add_special_tokens=False)
-                if full else None
-            )
-            for row, line in enumerate(batch):
-                word_ids = encoding.word_ids(row)
-                positions = last_subword_positions(word_ids, len(line))
-                if row in full:
-                    complete = tokens_per_word(word_ids, len(line)) == tokens_per_word(
-                        untruncated.word_ids(full.index(row)), len(line)
-                    )
-                    positions[~complete] = -1
-                kept = positions >= 0
-                words = offset + np.flatnonzero(kept)
-                features[words] = hidden[row, positions[kept]]
-                dropped[offset + np.flatnonzero(~kept)] = True
-                offset += len(line)
-        if features is None:
+        each_hidden_state(forward, encodings, self.batch_size, _pad_id(tokenizer), self.device, dtype, take)
+        return ExampleOutput(np.stack(features).astype(np.float32), np.stack(probs) if with_head else None)
+
+    def features(self, model: Any, tokenizer: Any, lines: list[list[str]], dtype: str = "float32") -> ProbeOutput:
+        """One row per word of the lines, in order; NaN rows (dropped) for words lost to truncation."""
+        forward, tower = self._forward(model)
+        limit = max_length(tokenizer, tower.config, tower)
+        spans = [word_spans(line) for line in lines]
+        encoded = tokenizer([text for text, _, _ in spans], truncation=True, max_length=limit,
+                            return_offsets_mapping=True)
+        offsets = encoded.pop("offset_mapping")
+        encodings = _encodings(encoded)
+        word_ids = [word_of_tokens(np.array(o), starts, ends) for o, (_, starts, ends) in zip(offsets, spans)]
+        # A line that fills max_length may have lost the end of a word (some of its sub-words are
+        # gone): compare each word's token count with the line's untruncated tokenization.
+        full = [row for row, e in enumerate(encodings) if len(e["input_ids"]) >= limit]
+        if full:
+            untruncated = tokenizer([spans[row][0] for row in full], add_special_tokens=False,
+                                    return_offsets_mapping=True)["offset_mapping"]
+        positions = []
+        for row, line in enumerate(lines):
+            found = last_token_positions(word_ids[row], len(line))
+            if row in full:
+                _, starts, ends = spans[row]
+                whole = word_of_tokens(np.array(untruncated[full.index(row)]), starts, ends)
+                found[tokens_per_word(word_ids[row], len(line)) != tokens_per_word(whole, len(line))] = -1
+            positions.append(found)
+        first_word = np.concatenate(([0], np.cumsum([len(line) for line in lines])))
+        n_words = int(first_word[-1])
+        if n_words == 0:
             raise ProbeError("unsupported", "the corpus has no words")
-        return ProbeOutput(features, dropped)
+        result: dict[str, np.ndarray] = {}
+
+        def take(row: int, hidden: np.ndarray, _: Any) -> None:
+            if "features" not in result:
+                result["features"] = np.full((n_words, hidden.shape[-1]), np.nan, dtype=np.float32)
+            kept = np.flatnonzero(positions[row] >= 0)
+            result["features"][first_word[row] + kept] = hidden[positions[row][kept]]
+
+        each_hidden_state(forward, encodings, self.batch_size, _pad_id(tokenizer), self.device, dtype, take)
+        dropped = np.concatenate(positions) < 0
+        return ProbeOutput(result["features"], dropped)
+
+
+def _encodings(encoded: Any) -> list[dict[str, list[int]]]:
+    """Per-row token lists (input_ids, and token_type_ids when the tokenizer gives them)."""
+    keys = [k for k in ("input_ids", "token_type_ids") if k in encoded]
+    return [{k: list(encoded[k][row]) for k in keys} for row in range(len(encoded["input_ids"]))]
+
+
+def _pad_id(tokenizer: Any) -> int:
+    for token_id in (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id):
+        if isinstance(token_id, int):
+            return token_id
+    return 0
 
 
 def has_classification_head(checkpoint: dict[str, Any]) -> bool:
     """Whether the checkpoint's config names a sequence-classification architecture."""
     return any(str(a).endswith("ForSequenceClassification") for a in checkpoint.get("architectures") or [])
-
-
-def _free_device_memory(device: str) -> None:
-    if device.startswith("cuda"):
-        import torch
-
-        torch.cuda.empty_cache()
 
 
 @hookimpl

@@ -45,6 +45,32 @@ def test_migrate_is_idempotent(tmp_path: Path) -> None:
         assert again.schema_version() == LATEST_VERSION
 
 
+def test_features_stored_before_dtype_was_in_their_key_stay_registered(tmp_path: Path) -> None:
+    # A catalog as version 5 left it, with one stored feature matrix and one task feature matrix.
+    path = tmp_path / "c.duckdb"
+    conn = duckdb.connect(str(path))
+    conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, "
+                 "applied_at TIMESTAMP NOT NULL)")
+    for migration in MIGRATIONS[:5]:
+        conn.execute(migration.sql)
+        conn.execute("INSERT INTO schema_migrations VALUES (?, ?, now()::TIMESTAMP)", [migration.version, migration.name])
+    conn.execute("INSERT INTO embeddings VALUES ('hf:a/b', 'sha', 'bbc-news', 'hash', 'last', 'last-subword', "
+                 "'transformers-text', '1', 10, 9, 32, 'store/x.faiss', 'f00', 1.5, now()::TIMESTAMP)")
+    conn.execute("INSERT INTO task_features VALUES ('hf:a/b', 'sha', 'thash', 'features', 'mean-tokens', 'digits', "
+                 "'transformers-text', '1', false, 5, 32, 'store/t.faiss', 'f11', 0.5, now()::TIMESTAMP)")
+    conn.close()
+
+    with Catalog(path) as catalog:
+        assert catalog.schema_version() == LATEST_VERSION
+        stored = catalog.embedding("sha", "hash", "last", "last-subword", "hf:a/b")
+        assert stored is not None and (stored["dtype"], stored["path"], stored["n_kept"]) == ("float32", "store/x.faiss", 9)
+        assert catalog.embedding("sha", "hash", "last", "last-subword", "hf:a/b", dtype="bfloat16") is None
+        assert catalog.conn.execute("SELECT dtype, path FROM task_features").fetchall() == [("float32", "store/t.faiss")]
+        # The same features in another precision are another row, not a replacement.
+        catalog.register_embedding({**stored, "dtype": "bfloat16", "path": "store/y.faiss"})
+        assert catalog.conn.execute("SELECT count(*) FROM embeddings").fetchone() == (2,)
+
+
 def test_newer_catalog_is_refused_and_left_alone(tmp_path: Path) -> None:
     path = tmp_path / "c.duckdb"
     Catalog(path).close()

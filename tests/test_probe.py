@@ -3,6 +3,7 @@
 The zoo, built once per module in a temporary folder:
   bert-tiny      random 2-layer BertModel + WordPiece tokenizer (16 positions: lines get truncated)
   bert-nan       the same with a NaN in its embedding LayerNorm: every feature is NaN
+  bert-wide      random 2-layer BertModel of width 256 and 512 positions (a slow probe to interrupt)
   resnet-tiny    timm test_resnet, random weights, timm folder format, non-default preprocessing
   resnet-nan     the same with a NaN in its first convolution
   resnet-broken  timm config.json with a corrupt model.safetensors
@@ -40,14 +41,14 @@ GOOD = ("bert-tiny", "resnet-tiny")
 N_ITEMS = 120  # words of bbc-news for the text models, images of sample-images for the others
 
 
-def _bert(folder: Path, poison: bool = False) -> None:
+def _bert(folder: Path, poison: bool = False, hidden: int = 32, positions: int = MAX_POSITIONS) -> None:
     ensure_torchvision()
     import torch
     from transformers import BertConfig, BertModel, BertTokenizer
 
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=37, max_position_embeddings=MAX_POSITIONS)
+    config = BertConfig(vocab_size=len(VOCAB), hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=37, max_position_embeddings=positions)
     model = BertModel(config)
     if poison:
         with torch.no_grad():
@@ -77,6 +78,7 @@ def zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("zoo")
     _bert(root / "bert-tiny")
     _bert(root / "bert-nan", poison=True)
+    _bert(root / "bert-wide", hidden=256, positions=512)  # slow enough on a long corpus to be interrupted
     _resnet(root / "resnet-tiny")
     _resnet(root / "resnet-nan", poison=True)
     (root / "resnet-broken").mkdir()
@@ -280,9 +282,10 @@ def test_a_copy_of_a_probed_checkpoint_shares_its_features(
 
 def test_probes_and_corpora_are_builtin_plugins(hubindex: Any) -> None:
     listed = {entry["name"]: entry for entry in json.loads(hubindex("plugins", "--json").stdout)}
-    assert listed["hubindex_plugins.probe_text"]["probes"] == ["transformers-text (v1)"]
+    assert listed["hubindex_plugins.probe_text"]["probes"] == ["transformers-text (v2)"]
     assert listed["hubindex_plugins.probe_image"]["probes"] == ["timm-image (v1)"]
-    assert "bbc-news (v1)" in listed["hubindex_plugins.corpora"]["corpora"]
+    assert listed["hubindex_plugins.probe_vision"]["probes"] == ["transformers-image (v1)"]
+    assert {"bbc-news (v1)", "text (v1)", "images (v1)"} <= set(listed["hubindex_plugins.corpora"]["corpora"])
 
 
 def test_broken_and_nan_checkpoints_are_recorded_and_the_run_goes_on(
@@ -290,8 +293,8 @@ def test_broken_and_nan_checkpoints_are_recorded_and_the_run_goes_on(
 ) -> None:
     result = hubindex("probe", "--where", "true", "--device", "cpu", "--max-items", "40")
     assert result.exit_code == 0, result.stderr
-    assert "5 checkpoints; 2 probed, 0 reused, 3 failed, 0 without a matching probe" in result.stdout
-    assert set(_embeddings(index_dir)) == {cid(crawled, name) for name in GOOD}
+    assert "6 checkpoints; 3 probed, 0 reused, 3 failed, 0 without a matching probe" in result.stdout
+    assert set(_embeddings(index_dir)) == {cid(crawled, name) for name in (*GOOD, "bert-wide")}
 
     failures = hubindex("sql", "SELECT subject, stage, kind, message FROM open_failures ORDER BY subject",
                         "--format", "json")
@@ -320,7 +323,7 @@ def test_where_is_a_read_only_condition(crawled: Path, hubindex: Any) -> None:
     bad = hubindex("probe", "--where", "no_such_column = 1")
     assert bad.exit_code == 1 and "no_such_column" in bad.stderr
     count = hubindex("sql", "SELECT count(*) AS n FROM checkpoints", "--format", "csv")
-    assert count.stdout.splitlines() == ["n", "5"]
+    assert count.stdout.splitlines() == ["n", "6"]
 
 
 def test_probe_arguments_are_checked(crawled: Path, hubindex: Any) -> None:
@@ -355,3 +358,78 @@ def test_cuda_features_match_cpu(zoo: Path) -> None:
     timm_row = {"checkpoint_id": cid(zoo, "resnet-tiny"), "local_path": str(zoo / "resnet-tiny"), "library_name": "timm"}
     cpu = TimmImageProbe(device="cpu").embed(timm_row, images).features
     np.testing.assert_allclose(TimmImageProbe(device="cuda").embed(timm_row, images).features, cpu, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------------ limits, signals
+
+
+def test_checkpoints_over_the_size_limit_are_recorded_not_loaded(
+    crawled: Path, hubindex: Any, calls: dict[str, int]
+) -> None:
+    ids = [cid(crawled, "bert-tiny"), cid(crawled, "bert-wide")]
+    sizes = json.loads(hubindex("sql", "SELECT checkpoint_id, params_total FROM checkpoints WHERE "
+                                "checkpoint_id LIKE '%bert-%' ORDER BY 1", "--format", "json").stdout)
+    wide = next(row["params_total"] for row in sizes if row["checkpoint_id"] == ids[1])
+    tiny = next(row["params_total"] for row in sizes if row["checkpoint_id"] == ids[0])
+    assert tiny < 100_000 < wide
+
+    result = hubindex("probe", *ids, "--max-items", "30", "--max-params", "100K")
+    assert "2 checkpoints; 1 probed, 0 reused, 1 failed" in result.stdout
+    assert calls["load"] == 2  # the small one's tokenizer and model; nothing of the large one
+    failure = json.loads(hubindex("sql", "SELECT subject, kind, message FROM open_failures", "--format", "json").stdout)
+    assert [(f["subject"], f["kind"]) for f in failure] == [(ids[1], "too-large")]
+    assert f"{wide:,} parameters, over the limit of 100,000 (--max-params)" in failure[0]["message"]
+
+    # Without --max-params the limit is what memory holds: this machine holds both.
+    again = hubindex("probe", *ids, "--max-items", "30")
+    assert "1 probed, 1 reused, 0 failed" in again.stdout
+    assert json.loads(hubindex("sql", "SELECT count(*) AS n FROM open_failures", "--format", "json").stdout) == [{"n": 0}]
+
+
+@pytest.mark.parametrize("text, expected", [("350M", 350_000_000), ("7B", 7_000_000_000), ("3.5e8", 350_000_000),
+                                            ("1_000", 1000)])
+def test_parameter_counts_are_read_with_suffixes(text: str, expected: int) -> None:
+    from hubindex.cli import ParameterCount
+
+    assert ParameterCount().convert(text, None, None) == expected
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-5", "0", "lots", "7X"])
+def test_bad_parameter_counts_are_usage_errors(crawled: Path, hubindex: Any, text: str) -> None:
+    result = hubindex("probe", cid(crawled, "bert-tiny"), "--max-params", text)
+    assert result.exit_code == 2 and "--max-params" in result.stderr, result
+
+
+def test_sigint_stops_a_probe_within_seconds_and_keeps_what_was_committed(
+    crawled: Path, hubindex: Any, index_dir: Path
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    ids = [cid(crawled, "bert-tiny"), cid(crawled, "bert-wide")]  # the first is fast, the second slow
+    command = [sys.executable, "-m", "hubindex.cli", "--index", str(index_dir), "probe", *ids,
+               "--corpus", "bbc-news", "--max-items", "200000", "--batch-size", "1", "--device", "cpu"]
+    # Started as a script would start it in the background: SIGINT ignored on entry.
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    deadline = time.monotonic() + 120
+    while not list(index_dir.glob("store/embeddings/*/*.faiss")) and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.2)
+    time.sleep(1.0)  # the first checkpoint's file is in place; its catalog row follows at once
+    assert process.poll() is None, "the slow checkpoint should still be running"
+    sent = time.monotonic()
+    os.kill(process.pid, signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    waited = time.monotonic() - sent
+    assert process.returncode == 130, (out, err)
+    assert waited < 5, f"took {waited:.1f} s to stop"
+    assert err.strip().splitlines()[-1].startswith("hubindex: error: probe interrupted; 1 checkpoints probed and saved")
+
+    stored = _embeddings(index_dir)
+    assert set(stored) == {ids[0]}
+    resumed = hubindex("probe", ids[0], "--corpus", "bbc-news", "--max-items", "200000", "--device", "cpu")
+    assert "1 checkpoints; 0 probed, 1 reused" in resumed.stdout

@@ -29,8 +29,12 @@ def test_key_depends_on_every_part() -> None:
     keys = {
         embedding_key("a", "c", "last", "p"), embedding_key("b", "c", "last", "p"),
         embedding_key("a", "d", "last", "p"), embedding_key("a", "c", "3", "p"), embedding_key("a", "c", "last", "q"),
+        embedding_key("a", "c", "last", "p", "bfloat16"), embedding_key("a", "c", "last", "p", "float16"),
     }
-    assert len(keys) == 5
+    assert len(keys) == 7
+    # float32 features keep the file names they had before the precision was part of the key.
+    assert embedding_key("a", "c", "last", "p", "float32") == embedding_key("a", "c", "last", "p")
+    assert embedding_key("a", "c", "last", "p") == "store/embeddings/c/bc91f0ee8b987d5a48cdfc04e4e27d3f.faiss"
 
 
 def test_corrupt_or_missing_files_are_reported(tmp_path: Path) -> None:
