@@ -4,10 +4,11 @@
 
 For each real zoo checkpoint (built by `hubindex zoo build` if --zoo is not given) it times, side by
 side in one run and on the same batches:
-  - bare: the model's own input pipeline and forward pass only (tokenizer + model for text; the
-    model's transform + forward_features/forward_head for images), weights already loaded;
-  - probe: the probe's `features` step (the same forward plus word alignment / truncation checks),
-    weights already loaded;
+  - bare: the model's own input pipeline and forward pass only (tokenizer on the lines as running
+    text + model, batches in corpus order; the model's transform + forward_features/forward_head
+    for images), weights already loaded;
+  - probe: the probe's `features` step (the same forward, batches ordered by length, plus word
+    alignment from offsets, truncation and padding-invariance checks), weights already loaded;
   - end to end: `hubindex probe` on a fresh index for that checkpoint (load, features, FAISS write,
     catalog row), and a second run that must reuse the stored features (no forward pass).
 It reports items/s (words or images) and the overhead ratio probe/bare.
@@ -38,8 +39,8 @@ def bare_text(model: Any, tokenizer: Any, lines: list[list[str]], batch_size: in
     import torch
 
     for start in range(0, len(lines), batch_size):
-        batch = tokenizer(lines[start:start + batch_size], is_split_into_words=True, truncation=True,
-                          padding=True, return_tensors="pt")
+        texts = [" ".join(line) for line in lines[start:start + batch_size]]
+        batch = tokenizer(texts, truncation=True, padding=True, return_tensors="pt")
         with torch.inference_mode():
             model(**batch)
 

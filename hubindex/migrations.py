@@ -304,7 +304,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             corpus_hash     VARCHAR NOT NULL,
             layer           VARCHAR NOT NULL,
             pooling         VARCHAR NOT NULL,
-            dtype           VARCHAR NOT NULL,      -- precision the model ran in
+            dtype           VARCHAR NOT NULL DEFAULT 'float32', -- precision the model ran in
             probe           VARCHAR NOT NULL,
             probe_version   VARCHAR NOT NULL,
             n_items         INTEGER NOT NULL,
@@ -329,7 +329,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             task_hash       VARCHAR NOT NULL,
             kind            VARCHAR NOT NULL,
             pooling         VARCHAR NOT NULL,
-            dtype           VARCHAR NOT NULL,      -- precision the model ran in
+            dtype           VARCHAR NOT NULL DEFAULT 'float32', -- precision the model ran in
             task            VARCHAR NOT NULL,
             probe           VARCHAR NOT NULL,
             probe_version   VARCHAR NOT NULL,

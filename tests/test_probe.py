@@ -433,3 +433,36 @@ def test_sigint_stops_a_probe_within_seconds_and_keeps_what_was_committed(
     assert set(stored) == {ids[0]}
     resumed = hubindex("probe", ids[0], "--corpus", "bbc-news", "--max-items", "200000", "--device", "cpu")
     assert "1 checkpoints; 0 probed, 1 reused" in resumed.stdout
+
+
+def test_half_precision_checkpoints_run_in_their_precision_on_cuda_only() -> None:
+    bf16 = {"checkpoint_id": "hf:o/m", "params_by_dtype": {"BF16": 7_000, "F32": 10}}
+    fp16 = {"checkpoint_id": "hf:o/m", "params_by_dtype": {"FLOAT16": 500}}  # a pickled state dict's names
+    fp32 = {"checkpoint_id": "hf:o/m", "params_by_dtype": {"F32": 7_000, "BF16": 10}}
+    for probe_cls in (TransformersTextProbe, TimmImageProbe):
+        cpu, cuda = probe_cls(device="cpu"), probe_cls(device="cuda")
+        assert [cpu.dtype_for(row) for row in (bf16, fp16, fp32, {})] == ["float32"] * 4
+        assert [cuda.dtype_for(row) for row in (bf16, fp16, fp32, {})] == ["bfloat16", "float16", "float32", "float32"]
+
+
+@pytest.mark.gpu
+def test_a_bf16_checkpoint_is_probed_in_bf16_on_cuda(zoo: Path, tmp_path: Path, hubindex: Any, index_dir: Path) -> None:
+    import torch
+    from transformers import AutoModel
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    folder = tmp_path / "bert-bf16"
+    shutil.copytree(zoo / "bert-wide", folder)
+    AutoModel.from_pretrained(folder).to(torch.bfloat16).save_pretrained(folder)
+    assert hubindex("crawl", "local", str(folder)).exit_code == 0
+    for device in ("cpu", "cuda"):
+        result = hubindex("probe", f"local:{folder}", "--device", device, "--max-items", "200")
+        assert "1 probed" in result.stdout, result
+    rows = {row["dtype"]: row for row in json.loads(hubindex(
+        "sql", "SELECT dtype, path, n_items, file_sha256 FROM embeddings", "--format", "json").stdout)}
+    assert set(rows) == {"float32", "bfloat16"}
+    store = EmbeddingStore(index_dir)
+    cpu, gpu = (store.read(rows[d]["path"], rows[d]["n_items"], rows[d]["file_sha256"]) for d in ("float32", "bfloat16"))
+    kept = ~np.isnan(cpu).all(axis=1)
+    assert np.corrcoef(cpu[kept].ravel(), gpu[kept].ravel())[0, 1] > 0.99
