@@ -53,20 +53,39 @@ def has_safetensors(checkpoint: dict[str, Any], source: str) -> bool | None:
 
 @contextmanager
 def quiet_transformers() -> Iterator[Any]:
-    """transformers imported, its load reports (heads newly initialised, ...) and progress bars off."""
+    """transformers imported, with its load reports (heads newly initialised, ...) and progress bars
+    off inside the block (hubindex shows its own progress); both restored afterwards."""
     from hubindex.torch_compat import ensure_torchvision
 
     ensure_torchvision()  # transformers imports torchvision for its image utilities
     import transformers
     from transformers.utils import logging as transformers_logging
 
-    transformers_logging.disable_progress_bar()  # `hubindex probe` shows its own progress
-    verbosity = transformers_logging.get_verbosity()
+    verbosity, bars = transformers_logging.get_verbosity(), transformers_logging.is_progress_bar_enabled()
     transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
     try:
         yield transformers
     finally:
         transformers_logging.set_verbosity(verbosity)
+        if bars:
+            transformers_logging.enable_progress_bar()
+
+
+def load_with_preprocessor(preprocessor: str, auto_model: str, checkpoint: dict[str, Any], dtype: str,
+                           device: str) -> tuple[Any, Any]:
+    """(model in eval mode on the device, its preprocessor): transformers' `preprocessor` Auto class
+    (AutoTokenizer, AutoImageProcessor) and `auto_model`; a ProbeError if either cannot load."""
+    with quiet_transformers() as transformers:
+        source, extra = model_source(checkpoint)
+        try:
+            processor = getattr(transformers, preprocessor).from_pretrained(source, trust_remote_code=False, **extra)
+            model = load_pretrained(getattr(transformers, auto_model), checkpoint, dtype)
+        except ProbeError:
+            raise
+        except Exception as exc:
+            raise load_error(exc) from exc
+    return model.to(device).eval(), processor
 
 
 def load_pretrained(auto_class: Any, checkpoint: dict[str, Any], dtype: str) -> Any:

@@ -27,15 +27,7 @@ import numpy as np
 from hubindex import hookimpl
 from hubindex.types import TEXT, CorpusData, ExampleOutput, Probe, ProbeError, ProbeOutput
 from hubindex_plugins.model_inputs import has_hub_or_local_copy, transformers_inputs
-from hubindex_plugins.model_loading import (
-    accepted_inputs,
-    each_hidden_state,
-    free_device_memory,
-    load_error,
-    load_pretrained,
-    model_source,
-    quiet_transformers,
-)
+from hubindex_plugins.model_loading import accepted_inputs, each_hidden_state, free_device_memory, load_with_preprocessor
 
 # When neither the tokenizer nor the config states a usable maximum length.
 FALLBACK_MAX_LENGTH = 512
@@ -120,19 +112,12 @@ class TransformersTextProbe(Probe):
 
         with_head loads the sequence-classification model (encoder + its head) instead of the bare model.
         """
-        with quiet_transformers() as transformers:
-            source, extra = model_source(checkpoint)
-            try:
-                tokenizer = transformers.AutoTokenizer.from_pretrained(source, trust_remote_code=False, **extra)
-                auto = transformers.AutoModelForSequenceClassification if with_head else transformers.AutoModel
-                model = load_pretrained(auto, checkpoint, self.dtype_for(checkpoint))
-            except ProbeError:
-                raise
-            except Exception as exc:
-                raise load_error(exc) from exc
+        auto = "AutoModelForSequenceClassification" if with_head else "AutoModel"
+        model, tokenizer = load_with_preprocessor("AutoTokenizer", auto, checkpoint, self.dtype_for(checkpoint),
+                                                  self.device)
         if not getattr(tokenizer, "is_fast", False):
             raise ProbeError("unsupported", "word alignment needs a fast tokenizer (character offsets)")
-        return model.to(self.device).eval(), tokenizer
+        return model, tokenizer
 
     def embed(self, checkpoint: dict[str, Any], corpus: CorpusData) -> ProbeOutput:
         if corpus.lines is None:

@@ -25,13 +25,7 @@ import numpy as np
 from hubindex import hookimpl
 from hubindex.types import IMAGE, CorpusData, ExampleOutput, Probe, ProbeError, ProbeOutput
 from hubindex_plugins.model_inputs import has_hub_or_local_copy, transformers_inputs
-from hubindex_plugins.model_loading import (
-    free_device_memory,
-    load_error,
-    load_pretrained,
-    model_source,
-    quiet_transformers,
-)
+from hubindex_plugins.model_loading import free_device_memory, load_with_preprocessor
 
 
 def has_image_classification_head(checkpoint: dict[str, Any]) -> bool:
@@ -92,17 +86,8 @@ class TransformersImageProbe(Probe):
 
     def load(self, checkpoint: dict[str, Any], with_head: bool = False) -> tuple[Any, Any]:
         """(model in eval mode on the device, image processor); ProbeError('load-error') if they cannot load."""
-        with quiet_transformers() as transformers:
-            source, extra = model_source(checkpoint)
-            try:
-                processor = transformers.AutoImageProcessor.from_pretrained(source, trust_remote_code=False, **extra)
-                auto = transformers.AutoModelForImageClassification if with_head else transformers.AutoModel
-                model = load_pretrained(auto, checkpoint, self.dtype_for(checkpoint))
-            except ProbeError:
-                raise
-            except Exception as exc:
-                raise load_error(exc) from exc
-        return model.to(self.device).eval(), processor
+        auto = "AutoModelForImageClassification" if with_head else "AutoModel"
+        return load_with_preprocessor("AutoImageProcessor", auto, checkpoint, self.dtype_for(checkpoint), self.device)
 
     def embed(self, checkpoint: dict[str, Any], corpus: CorpusData) -> ProbeOutput:
         model, processor = self.load(checkpoint)

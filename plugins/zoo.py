@@ -22,7 +22,6 @@ complete or does not exist; a build skips the members that are complete.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
 import hashlib
@@ -34,13 +33,14 @@ import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import click
 
 from hubindex import hookimpl
 from hubindex.errors import HubindexError, UsageError
 from hubindex.index import Index
+from hubindex_plugins.model_loading import quiet_transformers
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
@@ -337,25 +337,6 @@ def seeded(seed: int = SEED) -> torch.Generator:
 
 
 # ------------------------------------------------------------------------------ text: BERT
-
-
-@contextlib.contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """Silence transformers' loading bars and warnings during a build; restore them afterwards."""
-    from hubindex.torch_compat import ensure_torchvision
-
-    ensure_torchvision()  # transformers' model imports reach torchvision
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 def load_bert(folder: Path) -> Any:

@@ -53,9 +53,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hubindex.torch_compat import import_timm
 from hubindex_plugins.corpora import bbc_news_folder, read_text_file
-
-from hubindex.torch_compat import ensure_torchvision, import_timm
+from hubindex_plugins.model_loading import quiet_transformers
 
 SEED = 0
 # Every 5th article, in sorted path order: all five BBC topics, and the same text on every build.
@@ -872,23 +872,6 @@ def build_tokenizer(kind_or_style: str, folder: Path, tokenizer_class: str | Non
 # ------------------------------------------------------------------------------ transformers models
 
 
-@contextlib.contextmanager
-def quiet_libraries() -> Iterator[None]:
-    """Silence transformers' warnings and progress bars while building; restore them afterwards."""
-    ensure_torchvision()
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
 def labelled(config: dict[str, Any]) -> dict[str, Any]:
     """Config entries for a classifier head over LABELS."""
     return config | {"id2label": dict(enumerate(LABELS)), "label2id": {label: i for i, label in enumerate(LABELS)}}
@@ -1281,7 +1264,7 @@ def build_type_zoo(out: Path, names: Iterable[str] | None = None) -> list[TypeMe
     recipes = select_recipes(names)
     todo = [recipe for recipe in recipes if not (out / recipe.member.name).is_dir()]
     if todo:
-        with quiet_libraries():
+        with quiet_transformers():
             for recipe in todo:
                 build_member(recipe, out)
         with contextlib.suppress(OSError):
