@@ -243,8 +243,12 @@ class Catalog:
         rows = []
         for cid, record in by_id.items():
             row = {"checkpoint_id": cid, "source": source, "first_seen_at": now, "crawled_at": now}
-            for column in columns[4:]:
-                row[column] = _to_arrow_value(record.columns.get(column), types[column])
+            try:
+                for column in columns[4:]:
+                    row[column] = _to_arrow_value(record.columns.get(column), types[column])
+            except Exception as exc:  # noqa: BLE001 - untrusted metadata (e.g. JSON nested too deep)
+                _reject(result, cid, exc)
+                continue
             rows.append(row)
         select = ", ".join(_cast_expression(c, types[c]) for c in columns)
         updates = ["crawled_at = excluded.crawled_at"]
@@ -433,22 +437,31 @@ def _arrow_batches(rows: list[dict[str, Any]], result: UpsertResult) -> Iterator
     untrusted source) defeat one table, rejecting the rows Arrow cannot represent at all."""
     import pyarrow as pa  # a dependency of datasets; DuckDB scans Arrow tables without copies
 
-    try:
-        yield pa.Table.from_pylist(rows)
+    if not rows:
         return
-    except (pa.ArrowException, TypeError, ValueError):
-        pass
+    try:
+        table = pa.Table.from_pylist(rows)
+    except Exception:  # noqa: BLE001 - mixed types, integers past 64 bits, ...: find the bad rows below
+        table = None
+    if table is not None:
+        yield table
+        return
     for row in rows:
         try:
             table = pa.Table.from_pylist([row])
-        except (pa.ArrowException, TypeError, ValueError) as exc:
-            cid = row["checkpoint_id"]
-            for bucket in (result.added, result.changed, result.unchanged):
-                if cid in bucket:
-                    bucket.remove(cid)
-            result.rejected.append((cid, f"unstorable metadata: {type(exc).__name__}: {str(exc)[:200]}"))
+        except Exception as exc:  # noqa: BLE001 - this row alone cannot be stored; the others can
+            _reject(result, row["checkpoint_id"], exc)
             continue
         yield table
+
+
+def _reject(result: UpsertResult, checkpoint_id: str, exc: BaseException) -> None:
+    """Take a record out of the upsert: it becomes a failure (bad-metadata) and the batch goes on."""
+    for bucket in (result.added, result.changed, result.unchanged):
+        if checkpoint_id in bucket:
+            bucket.remove(checkpoint_id)
+    message = " ".join(str(exc).split())[:200]
+    result.rejected.append((checkpoint_id, f"unstorable metadata: {type(exc).__name__}: {message}"))
 
 
 def _cast_expression(column: str, column_type: str) -> str:
@@ -543,6 +556,8 @@ def run_readonly_query(
             raise QueryError(
                 f"query stopped after the {timeout_s:g} s time limit (raise it with --timeout)"
             ) from None
+        except duckdb.IOException as exc:
+            raise QueryError(f"{_first_line(exc)}; `hubindex check` says whether the catalog is damaged") from None
         except duckdb.Error as exc:
             raise QueryError(_first_line(exc)) from None
         finally:

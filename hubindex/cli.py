@@ -13,16 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import click
+import duckdb
 
 from hubindex import __version__
 from hubindex.catalog import DEFAULT_ROW_CAP, DEFAULT_TIMEOUT_S, run_readonly_query
 from hubindex.errors import HubindexError, UsageError
 from hubindex.index import INDEX_ENV, Index, resolve_index_dir
+from hubindex.options import FiniteFloatRange, ParameterCount
 from hubindex.plugins import REGISTRIES, crawlers, describe_plugins, known_names, pm
 
 
 # A share strictly between 0 and 1 (e.g. of examples held out).
-FRACTION = click.FloatRange(0.0, 1.0, min_open=True, max_open=True)
+FRACTION = FiniteFloatRange(0.0, 1.0, min_open=True, max_open=True)
 
 
 class HubindexGroup(click.Group):
@@ -127,6 +129,44 @@ def crawl_group() -> None:
     """Pull checkpoint metadata from a source into the catalog (incremental, resumable)."""
 
 
+# ------------------------------------------------------------------------------------ check
+
+
+@cli.command("check")
+@click.option("--repair", is_flag=True,
+              help="Remove what can be recomputed: rows whose stored files are missing or changed, orphan "
+                   "files and rows; replace an unreadable catalog by its readable snapshot.")
+@click.pass_obj
+def check_command(index: Index, repair: bool) -> None:
+    """Verify the index: catalog integrity, stored files and their hashes, orphans, migrations.
+
+    \b
+    One line per problem on stdout; exit 0 when the index is sound (or --repair mended every
+    problem), 1 otherwise. Checks read the whole catalog and hash every stored file, which takes
+    a while on a large index.
+
+    \b
+    Examples:
+      hubindex check
+      hubindex --index /data/hub check --repair
+    """
+    from hubindex.check import check_index
+
+    report = check_index(index, repair=repair)
+    for problem in report.problems:
+        click.echo(f"problem: {problem.line()}")
+    for done in report.repaired:
+        click.echo(f"repaired: {done}")
+    checked = ", ".join(f"{count:,} {what}" for what, count in report.checked.items())
+    left = report.unrepaired
+    if left:
+        raise HubindexError(f"{len(left)} problem(s) in {index.root}" + (f" (checked {checked})" if checked else "")
+                            + ("; `hubindex check --repair` removes what can be recomputed"
+                               if not repair and any(p.repair for p in left) else ""))
+    click.echo(f"index {index.root} is sound: checked {checked}" if not report.problems else
+               f"index {index.root} repaired: {len(report.repaired)} repair(s)")
+
+
 # ------------------------------------------------------------------------------------ sql
 
 
@@ -138,7 +178,7 @@ def crawl_group() -> None:
               show_default=True, help="Output format.")
 @click.option("--max-rows", type=click.IntRange(1, 1_000_000), default=DEFAULT_ROW_CAP, show_default=True,
               help="Return at most this many rows.")
-@click.option("--timeout", type=click.FloatRange(0.1, 3600), default=DEFAULT_TIMEOUT_S, show_default=True,
+@click.option("--timeout", type=FiniteFloatRange(0.1, 3600), default=DEFAULT_TIMEOUT_S, show_default=True,
               help="Stop the query after this many seconds.")
 @click.pass_obj
 def sql_command(index: Index, query: str, params: tuple[tuple[str, str], ...], fmt: str,
@@ -223,26 +263,6 @@ def executor_options(command: Any) -> Any:
                                 "a local instance.")(command)
     return click.option("--executor", "executor_kind", default="local", show_default=True, metavar="NAME",
                         help="Where models run: local (this process) or ray (one task per checkpoint).")(command)
-
-
-class ParameterCount(click.ParamType):
-    """A parameter count: 350000000, 3.5e8, 350M, 7B."""
-
-    name = "N"
-    SUFFIXES = {"K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12}
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> int:
-        if isinstance(value, int):
-            return value
-        text = str(value).strip().upper().replace("_", "").replace(",", "")
-        scale = self.SUFFIXES.get(text[-1:], 1)
-        try:
-            number = float(text[:-1] if scale != 1 else text) * scale
-        except ValueError:
-            self.fail(f"{value!r} is not a parameter count (e.g. 350M, 7B, 3.5e8)", param, ctx)
-        if not math.isfinite(number) or number < 1:
-            self.fail(f"{value!r} is not a positive, finite parameter count", param, ctx)
-        return int(number)
 
 
 @cli.command("probe")
@@ -858,6 +878,11 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except BrokenPipeError:
         return 0
+    except duckdb.Error as exc:  # a damaged catalog file: one line and the command that says more
+        first = " ".join(str(exc).split())[:300]
+        click.echo(f"hubindex: error: the catalog could not be read ({first}); `hubindex check` says what is "
+                   "damaged and `hubindex check --repair` mends what can be recomputed", err=True)
+        return 1
     return 0
 
 

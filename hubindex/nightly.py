@@ -20,6 +20,7 @@ import errno
 import fcntl
 import hashlib
 import json
+import math
 import os
 import socket
 import time
@@ -206,8 +207,8 @@ class _Table:
 
     def number(self, key: str, default: float) -> float:
         value = self.table.get(key, default)
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-            raise self.fail(key, "a number of at least 0")
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < math.inf:
+            raise self.fail(key, "a finite number of at least 0")
         return float(value)
 
     def flag(self, key: str, default: bool) -> bool:

@@ -16,6 +16,7 @@ or as a Ray task) and the driver commits each result as it arrives (store file, 
 
 from __future__ import annotations
 
+import json
 import time
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -129,6 +130,43 @@ def default_corpus(modality: str, max_items: int | None = None) -> Corpus:
     raise UsageError(f"no default {modality} corpus is installed; name one with --corpus")
 
 
+WHERE_EXAMPLE = "e.g. --where \"library_name = 'timm' AND params_total < 30e6\""
+
+
+def checked_condition(where: str) -> str:
+    """`where` if it is exactly one SQL condition on checkpoints rows, else a UsageError saying why.
+
+    DuckDB's own parser reads `SELECT checkpoint_id FROM checkpoints WHERE <where>`: the result must
+    be that one plain SELECT - no second statement, no UNION, ORDER BY, LIMIT or GROUP BY that the
+    text could smuggle in. The condition then goes into the query on lines of its own, so a
+    trailing `--` comment cannot swallow what follows it.
+    """
+    import duckdb
+
+    if not where.strip():
+        raise UsageError(f"--where needs a condition on checkpoints columns, {WHERE_EXAMPLE}")
+    if ";" in where:
+        raise UsageError("--where takes one SQL condition; ';' is not allowed")
+    with duckdb.connect() as conn:
+        parsed = json.loads(conn.execute("SELECT json_serialize_sql(?::VARCHAR)",
+                                         [f"SELECT checkpoint_id FROM checkpoints WHERE\n{where}\n"]).fetchone()[0])
+    if parsed.get("error"):
+        reason = " ".join(str(parsed.get("error_message", "")).split())
+        raise UsageError(f"--where is not a valid SQL condition ({reason}); {WHERE_EXAMPLE}")
+    statements = parsed.get("statements") or []
+    node = statements[0].get("node", {}) if len(statements) == 1 else {}
+    plain = (
+        node.get("type") == "SELECT_NODE"
+        and (node.get("from_table") or {}).get("table_name") == "checkpoints"
+        and not node.get("modifiers") and not node.get("group_expressions") and not node.get("having")
+        and not node.get("qualify") and not node.get("sample") and not (node.get("cte_map") or {}).get("map")
+    )
+    if not plain:
+        raise UsageError("--where takes one condition on checkpoints rows, not a query of its own "
+                         f"(UNION, ORDER BY, LIMIT, GROUP BY ... are not allowed); {WHERE_EXAMPLE}")
+    return where
+
+
 def select_checkpoints(index: Index, where: str | None = None, checkpoint_ids: Sequence[str] = ()) -> list[str]:
     """Checkpoint ids named on the command line, or those matching a read-only SQL condition.
 
@@ -140,13 +178,9 @@ def select_checkpoints(index: Index, where: str | None = None, checkpoint_ids: S
     if where is None and not checkpoint_ids:
         raise UsageError("say which checkpoints to probe: checkpoint ids, or --where CONDITION (--where true for all)")
     if where is not None:
-        if not where.strip():
-            raise UsageError("--where needs a condition on checkpoints columns, e.g. \"library_name = 'timm'\"")
-        if ";" in where:
-            raise UsageError("--where takes one SQL condition; ';' is not allowed")
         result = run_readonly_query(
             index.catalog_path,
-            f"SELECT checkpoint_id FROM checkpoints WHERE ({where}) ORDER BY checkpoint_id",
+            f"SELECT checkpoint_id FROM checkpoints WHERE\n{checked_condition(where)}\nORDER BY checkpoint_id",
             row_cap=MAX_SELECTED,
         )
         return [row[0] for row in result.rows]

@@ -32,6 +32,7 @@ import numpy as np
 from hubindex.catalog import Catalog, utcnow
 from hubindex.csv_input import read_csv_rows
 from hubindex.errors import HubindexError, UsageError
+from hubindex.images import open_image
 from hubindex.index import Index
 from hubindex.types import IMAGE, TEXT
 
@@ -150,16 +151,6 @@ def task_content_hash(modality: str, items: list[Any], labels: np.ndarray, class
 # ------------------------------------------------------------------------------ sources
 
 
-def _open_image(path: Path) -> Any:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError) as exc:
-        raise UsageError(f"{path}: not a readable image ({exc})") from None
-
-
 def read_image_folder(folder: Path) -> TaskExamples:
     """Images in one sub-folder per class; the sub-folder name is the label."""
     if not folder.is_dir():
@@ -171,7 +162,7 @@ def read_image_folder(folder: Path) -> TaskExamples:
     for class_dir in classes:
         files = sorted(p for p in class_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         for path in files:
-            items.append(_open_image(path))
+            items.append(open_image(path))
             labels.append(class_dir.name)
     if not items:
         raise UsageError(f"--images {folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in its sub-folders")
@@ -487,7 +478,7 @@ def load_task(index: Index, catalog: Catalog, name: str) -> Task:
         if row["modality"] == TEXT:
             items: list[Any] = [str(t) for t in np.load(folder / "texts.npy", allow_pickle=False)]
         else:
-            items = [_open_image(path) for path in sorted((folder / "images").glob("*.png"))]
+            items = [open_image(path) for path in sorted((folder / "images").glob("*.png"))]
     except (OSError, ValueError, UsageError) as exc:
         raise HubindexError(
             f"task {name!r}: its stored examples under {folder} are missing or unreadable ({_first(exc)}); "

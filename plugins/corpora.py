@@ -22,6 +22,7 @@ from typing import Any, Iterable
 
 from hubindex import hookimpl
 from hubindex.errors import HubindexError, UsageError
+from hubindex.images import open_image
 from hubindex.types import IMAGE, TEXT, Corpus, CorpusData, image_content_hash, text_content_hash
 
 MIN_WORDS_PER_LINE = 10
@@ -315,17 +316,9 @@ class ImageFolder(Corpus):
         return folder, found
 
     def load(self) -> CorpusData:
-        from PIL import Image
-
         folder, files = self.files()
         files = files[: self.max_items]
-        images = []
-        for path in files:
-            try:
-                with Image.open(path) as image:
-                    images.append(image.convert("RGB"))
-            except (OSError, ValueError, Image.DecompressionBombError) as exc:
-                raise HubindexError(f"cannot read image {path}: {exc}") from None
+        images = [open_image(path) for path in files]
         return image_corpus(
             self.name, images,
             source=f"{len(images)} image files under {folder}",

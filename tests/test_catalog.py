@@ -225,3 +225,25 @@ def test_values_of_the_wrong_kind_do_not_sink_the_batch(catalog: Catalog) -> Non
     # A value that cannot be cast to the column's type is stored as NULL; the row still lands.
     assert _row(catalog, "x:string-count")["params_total"] is None
     assert catalog.checkpoint("x:mixed-list") is None
+
+
+def test_huge_integers_and_deep_json_cost_their_own_row_only(catalog: Catalog) -> None:
+    deep: list = []
+    for _ in range(5000):  # deeper than json.dumps can go
+        deep = [deep]
+    owned = {"sha", "num_classes", "params_total", "pretrained_cfg"}
+    records = [
+        CheckpointRecord("x:before", {"sha": "1", "num_classes": 10}),
+        CheckpointRecord("x:huge", {"sha": "2", "num_classes": 10**30}),
+        CheckpointRecord("x:int32-overflow", {"sha": "3", "num_classes": 2**40, "params_total": 2**40}),
+        CheckpointRecord("x:deep", {"sha": "4", "pretrained_cfg": {"a": deep}}),
+        CheckpointRecord("x:after", {"sha": "5", "num_classes": 3}),
+    ]
+    result = catalog.upsert_checkpoints(records, source="x", owned_columns=owned)
+    assert result.added == ["x:before", "x:int32-overflow", "x:after"]
+    assert sorted(cid for cid, _ in result.rejected) == ["x:deep", "x:huge"]
+    assert all("\n" not in why for _, why in result.rejected)
+    # Past the INTEGER column's range: NULL there, the BIGINT column keeps its value.
+    assert _row(catalog, "x:int32-overflow")["num_classes"] is None
+    assert _row(catalog, "x:int32-overflow")["params_total"] == 2**40
+    assert _row(catalog, "x:after")["num_classes"] == 3

@@ -229,7 +229,7 @@ def test_image_folder_paths_are_validated(tmp_path: Path) -> None:
         ImageFolder(argument=str(tmp_path / "empty")).load()
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "bad.jpg").write_bytes(b"not a jpeg")
-    with pytest.raises(HubindexError, match="cannot read image .*bad.jpg"):
+    with pytest.raises(UsageError, match="bad.jpg: not a readable image"):
         ImageFolder(argument=str(tmp_path / "broken")).load()
 
 

@@ -416,7 +416,9 @@ def test_crawl_options_are_those_of_the_command_line() -> None:
     ('[[crawl]]\nsource = "local"\n', "[[crawl]] #1 (local): needs `path`"),
     ('[score]\nmetrics = ["no-such-metric"]\n', "[score] metrics: unknown metric 'no-such-metric'"),
     ('[executor]\nkind = "slurm"\n', "[executor] kind: unknown executor 'slurm'"),
-    ('[limits]\nretry_failed_after_days = -1\n', "retry_failed_after_days: expected a number of at least 0"),
+    ('[limits]\nretry_failed_after_days = -1\n', "retry_failed_after_days: expected a finite number of at least 0"),
+    ('[limits]\nretry_failed_after_days = nan\n', "retry_failed_after_days: expected a finite number of at least 0"),
+    ('[limits]\nretry_failed_after_days = inf\n', "retry_failed_after_days: expected a finite number of at least 0"),
     ("[probe\n", "not valid TOML"),
 ])
 def test_config_errors_name_the_key(hubindex: Any, tmp_path: Path, text: str, fragment: str) -> None:

@@ -389,7 +389,7 @@ def test_checkpoints_over_the_size_limit_are_recorded_not_loaded(
 @pytest.mark.parametrize("text, expected", [("350M", 350_000_000), ("7B", 7_000_000_000), ("3.5e8", 350_000_000),
                                             ("1_000", 1000)])
 def test_parameter_counts_are_read_with_suffixes(text: str, expected: int) -> None:
-    from hubindex.cli import ParameterCount
+    from hubindex.options import ParameterCount
 
     assert ParameterCount().convert(text, None, None) == expected
 
@@ -466,3 +466,32 @@ def test_a_bf16_checkpoint_is_probed_in_bf16_on_cuda(zoo: Path, tmp_path: Path, 
     cpu, gpu = (store.read(rows[d]["path"], rows[d]["n_items"], rows[d]["file_sha256"]) for d in ("float32", "bfloat16"))
     kept = ~np.isnan(cpu).all(axis=1)
     assert np.corrcoef(cpu[kept].ravel(), gpu[kept].ravel())[0, 1] > 0.99
+
+
+@pytest.mark.parametrize("condition", [
+    "false) UNION ALL SELECT 'x' FROM range(10000000) --",
+    "false UNION ALL SELECT 'x' FROM range(10000000) --",
+    "true ORDER BY 1 LIMIT 1",
+    "true GROUP BY checkpoint_id",
+    "params_total <",
+    "true /* unterminated",
+    "true -- a comment\n) UNION ALL SELECT 'x' FROM range(10) --",
+])
+def test_where_is_parsed_as_one_condition_and_cannot_escape(crawled: Path, hubindex: Any, condition: str) -> None:
+    import time
+
+    started = time.monotonic()
+    for command in (["probe", "--where", condition], ["select", "mmi", "--budget", "2", "--where", condition],
+                    ["search", "--strategy", "random", "--budget", "2", "--where", condition]):
+        result = hubindex(*command)
+        assert result.exit_code == 2, (command, result)
+        line = result.stderr.strip()
+        assert line.count("\n") == 0 and line.startswith("hubindex: error: --where"), line
+        if ")" not in condition:  # the error is about what the user typed, not a parenthesis added around it
+            assert 'near ")"' not in line, line
+    assert time.monotonic() - started < 10
+
+
+def test_a_condition_with_a_trailing_comment_still_selects(crawled: Path, hubindex: Any) -> None:
+    result = hubindex("probe", "--where", "checkpoint_id LIKE '%bert-tiny' -- the small one", "--max-items", "20")
+    assert result.exit_code == 0 and "1 checkpoints; 1 probed" in result.stdout, result

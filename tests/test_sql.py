@@ -289,3 +289,10 @@ def test_refusals_say_why(hubindex, catalog: Index) -> None:
     )
     assert "disabled" in assert_one_line_error(hubindex("sql", "SELECT * FROM read_csv('/etc/passwd')"))
     assert "exactly one SQL statement, got 0" in assert_one_line_error(hubindex("sql", " ; "))
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN"])
+def test_a_time_limit_must_be_a_finite_number(hubindex, catalog: Index, value: str) -> None:
+    result = hubindex("sql", "SELECT 1", "--timeout", value)
+    assert result.exit_code == 2 and "Invalid value for '--timeout'" in result.stderr
+    assert result.stderr.count("\n") == 1

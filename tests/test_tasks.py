@@ -236,3 +236,28 @@ def test_tampered_task_examples_are_detected(hubindex, index: Index, tmp_path: P
     np.save(folder / "labels.npy", np.zeros(6, dtype=np.int64))
     assert_one_line_error(hubindex("score", "--task", "t", "--metric", "knn"), "changed since they were added",
                           "--replace")
+
+
+def test_a_decompression_bomb_is_refused_in_one_line(tmp_path: Path, hubindex: Any) -> None:
+    from PIL import Image
+
+    for name in ("a", "b"):
+        (tmp_path / "imgs" / name).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (16, 16), (40 * i, 0, 0)).save(tmp_path / "imgs" / name / f"{i}.png")
+    # 20,000 x 20,000 one-bit pixels: a 48 KB PNG that decodes to 400 megapixels; and one just over
+    # hubindex's own limit that PIL alone would only warn about.
+    Image.new("1", (20000, 20000)).save(tmp_path / "imgs" / "a" / "bomb.png")
+    result = hubindex("task", "add", "bombs", "--images", str(tmp_path / "imgs"))
+    assert_one_line_error(result, "bomb.png", "not a readable image", exit_code=2)
+    (tmp_path / "imgs" / "a" / "bomb.png").unlink()
+    Image.new("1", (9000, 8000)).save(tmp_path / "imgs" / "b" / "big.png")
+    result = hubindex("task", "add", "bombs", "--images", str(tmp_path / "imgs"))
+    assert_one_line_error(result, "big.png", "9000x8000 pixels, over the limit", exit_code=2)
+    from hubindex.errors import UsageError
+    from hubindex.probing import make_corpus
+
+    with pytest.raises(UsageError, match="big.png: 9000x8000 pixels"):  # the same check for probing corpora
+        make_corpus(f"images:{tmp_path / 'imgs'}").load()
+    (tmp_path / "imgs" / "b" / "big.png").unlink()
+    assert hubindex("task", "add", "bombs", "--images", str(tmp_path / "imgs")).exit_code == 0
