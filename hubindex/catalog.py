@@ -16,7 +16,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import duckdb
 
-from hubindex.errors import CatalogBusyError, HubindexError, QueryError
+from hubindex.errors import CatalogBusyError, HubindexError, QueryError, QueryTimeout
 from hubindex.migrations import LATEST_VERSION, MIGRATIONS
 from hubindex.types import CheckpointRecord
 
@@ -553,9 +553,7 @@ def run_readonly_query(
             columns = [d[0] for d in description]
             rows = cursor.fetchmany(row_cap + 1)
         except duckdb.InterruptException:
-            raise QueryError(
-                f"query stopped after the {timeout_s:g} s time limit (raise it with --timeout)"
-            ) from None
+            raise QueryTimeout(timeout_s) from None
         except duckdb.IOException as exc:
             raise QueryError(f"{_first_line(exc)}; `hubindex check` says whether the catalog is damaged") from None
         except duckdb.Error as exc:

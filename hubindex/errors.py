@@ -29,3 +29,11 @@ class Interrupted(HubindexError):
 
 class QueryError(HubindexError):
     """User SQL that is invalid, not read-only, too slow or too large."""
+
+
+class QueryTimeout(QueryError):
+    """User SQL stopped at its time limit."""
+
+    def __init__(self, limit_s: float, hint: str = "raise it with --timeout") -> None:
+        super().__init__(f"query stopped after the {limit_s:g} s time limit ({hint})")
+        self.limit_s = limit_s

@@ -26,7 +26,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from hubindex.catalog import Catalog, run_readonly_query, utcnow
-from hubindex.errors import Interrupted, UsageError
+from hubindex.errors import Interrupted, QueryTimeout, UsageError
 from hubindex.executors import local_executor
 from hubindex.index import Index
 from hubindex.interrupts import stop_on_signals
@@ -178,11 +178,14 @@ def select_checkpoints(index: Index, where: str | None = None, checkpoint_ids: S
     if where is None and not checkpoint_ids:
         raise UsageError("say which checkpoints to probe: checkpoint ids, or --where CONDITION (--where true for all)")
     if where is not None:
-        result = run_readonly_query(
-            index.catalog_path,
-            f"SELECT checkpoint_id FROM checkpoints WHERE\n{checked_condition(where)}\nORDER BY checkpoint_id",
-            row_cap=MAX_SELECTED,
-        )
+        try:
+            result = run_readonly_query(
+                index.catalog_path,
+                f"SELECT checkpoint_id FROM checkpoints WHERE\n{checked_condition(where)}\nORDER BY checkpoint_id",
+                row_cap=MAX_SELECTED,
+            )
+        except QueryTimeout as exc:
+            raise QueryTimeout(exc.limit_s, "the --where condition is too slow: simplify it") from None
         return [row[0] for row in result.rows]
     ids = list(dict.fromkeys(checkpoint_ids))
     with index.open_catalog(read_only=True) as catalog:
