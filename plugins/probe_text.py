@@ -191,15 +191,14 @@ class TransformersTextProbe(Probe):
         # A line that fills max_length may have lost the end of a word (some of its sub-words are
         # gone): compare each word's token count with the line's untruncated tokenization.
         full = [row for row, e in enumerate(encodings) if len(e["input_ids"]) >= limit]
-        if full:
-            untruncated = tokenizer([spans[row][0] for row in full], add_special_tokens=False,
-                                    return_offsets_mapping=True)["offset_mapping"]
+        untruncated = dict(zip(full, tokenizer([spans[row][0] for row in full], add_special_tokens=False,
+                                               return_offsets_mapping=True)["offset_mapping"] if full else []))
         positions = []
         for row, line in enumerate(lines):
             found = last_token_positions(word_ids[row], len(line))
-            if row in full:
+            if row in untruncated:
                 _, starts, ends = spans[row]
-                whole = word_of_tokens(np.array(untruncated[full.index(row)]), starts, ends)
+                whole = word_of_tokens(np.array(untruncated[row]), starts, ends)
                 found[tokens_per_word(word_ids[row], len(line)) != tokens_per_word(whole, len(line))] = -1
             positions.append(found)
         first_word = np.concatenate(([0], np.cumsum([len(line) for line in lines])))

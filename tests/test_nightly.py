@@ -584,3 +584,23 @@ def test_readme_quotes_the_example_files_verbatim() -> None:
     assert "OnCalendar=" in timer and "Unit=hubindex-nightly.service" in timer
     for text, fence in ((EXAMPLE_CONFIG.read_text(), "```toml\n"), (service, "```ini\n"), (timer, "```ini\n")):
         assert f"{fence}{text}```" in readme
+
+
+def test_a_checkpoint_no_probe_takes_is_recorded_once_per_revision(hubindex: Any, index_dir: Path,
+                                                                  tmp_path: Path) -> None:
+    from type_zoo import build_type_zoo
+
+    zoo = tmp_path / "zoo"
+    build_type_zoo(zoo, ["audio-wav2vec2", "text-bert"])
+    config = tmp_path / "nightly.toml"
+    config.write_text(f'[[crawl]]\nsource = "local"\npath = "{zoo}"\n\n'
+                      '[probe]\ncorpora = [{ name = "bbc-news", max_items = 200 }]\nwhere = "true"\n')
+    first = hubindex("nightly", "--config", str(config))
+    assert first.exit_code == 0, first.stderr
+    failures = query(index_dir, "SELECT subject, kind, revision IS NOT NULL FROM failures WHERE stage = 'probe'")
+    assert failures == [(f"local:{zoo / 'audio-wav2vec2'}", "unsupported", True)]
+    assert query(index_dir, "SELECT count(*) FROM embeddings") == [(1,)]
+    # The next night does not try it again (its revision is unchanged) and records nothing new.
+    second = hubindex("nightly", "--config", str(config))
+    assert second.exit_code == 0, second.stderr
+    assert query(index_dir, "SELECT count(*), max(nightly_run_id) FROM failures WHERE stage = 'probe'") == [(1, 1)]
