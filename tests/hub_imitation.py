@@ -17,6 +17,12 @@ Tests change its state (add, update, delete repos, change download counts), inje
 (429 with RateLimit or Retry-After, 5xx, slow answers, dropped connections, "everything fails after
 N model_info calls") and read back a log of the requests it answered.
 
+Hostile mode: a Hub whose content and behaviour are untrusted. `hostile_item` lists a repo with
+raw field values (garbage dates, wrong types) or as some other JSON value; `self_link` and
+`link_to` send a `Link` header back to the same page or to another host; `huge_body` streams an
+answer of any size without holding it in memory; `dribble` sends the real answer one byte at a
+time; `retry_after` takes any number of seconds; `add_repo` takes any id, a newline included.
+
 Use: `from hub_imitation import hub, hub_server` in a test module (pytest puts tests/ on sys.path),
 then take the `hub` fixture: a fresh, empty HubImitation whose `.url` is the endpoint to pass to
 `HfApi(endpoint=...)` or `hubindex crawl hf --endpoint ...`. One server is shared by the session.
@@ -31,6 +37,7 @@ import logging
 import re
 import socket
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -152,6 +159,9 @@ class Fault:
     body: Any = None
     delay: float = 0.0  # wait this long before answering (the real answer unless status is set)
     drop: bool = False  # close the connection without answering
+    link: str | None = None  # add `Link: <link>; rel="next"`; "self" is the request's own URL
+    # Send this instead of the answer's body: given the real body, the chunks to stream.
+    stream: Callable[[bytes], Iterator[bytes]] | None = None
 
 
 @dataclass
@@ -190,6 +200,8 @@ class HubImitation:
         self._counter = 0
         self._fail_after: tuple[int, frozenset[str], Fault] | None = None
         self._model_info_answered = 0
+        # Hostile listing items: {repo id: a whole replacement item, or raw field values}.
+        self._hostile_items: dict[str, tuple[Any, dict[str, Any]]] = {}
 
     # ------------------------------------------------------------------ state
 
@@ -390,10 +402,55 @@ class HubImitation:
             self._model_info_answered = 0
 
     def recover(self) -> None:
-        """End every injected fault and outage."""
+        """End every injected fault, outage and hostile listing item."""
         with self._lock:
             self._faults.clear()
             self._fail_after = None
+            self._hostile_items.clear()
+
+    # ------------------------------------------------------------------ hostile mode
+
+    def hostile_item(self, repo_id: str, replacement: Any = None, **fields: Any) -> None:
+        """List this repo with raw field values (`lastModified="garbage"`, `sha=42`), or as `replacement`."""
+        with self._lock:
+            self._hostile_items[repo_id] = (replacement, fields)
+
+    def self_link(self, target: str | re.Pattern[str], times: int | None = None) -> None:
+        """Answer normally, but with a `Link` to the very page asked for: a pagination loop."""
+        self.inject(target, Fault(link="self"), times)
+
+    def link_to(self, target: str | re.Pattern[str], url: str, times: int | None = None) -> None:
+        """Answer normally, but with a `Link` to `url` as the next page."""
+        self.inject(target, Fault(link=url), times)
+
+    def huge_body(self, target: str | re.Pattern[str], size: int = 1 << 30, times: int | None = None) -> None:
+        """Answer 200 with `size` bytes of JSON that never ends ('[' and spaces), 1 MiB at a time."""
+        chunk = b" " * (1 << 20)  # the only buffer: any size costs the server 1 MiB
+
+        def stream(real_body: bytes) -> Iterator[bytes]:
+            yield b"["
+            left = size - 1
+            while left > 0 and not self._closing.is_set():
+                yield chunk[:left]
+                left -= len(chunk)
+
+        self.inject(target, Fault(stream=stream), times)
+
+    def dribble(
+        self, target: str | re.Pattern[str], interval: float = 1.0, give_up_after: float = 10.0,
+        times: int | None = None,
+    ) -> None:
+        """Send the real answer one byte every `interval` seconds, cut short after `give_up_after` seconds."""
+        # The cut: a client with no overall deadline is held that long, not for the whole answer.
+
+        def stream(real_body: bytes) -> Iterator[bytes]:
+            started = time.monotonic()
+            for i in range(len(real_body)):
+                yield real_body[i:i + 1]
+                if time.monotonic() - started >= give_up_after or self._closing.wait(interval):
+                    return
+
+        self.inject(target, Fault(stream=stream), times)
 
     def _take_fault(self, kind: str, path: str, query: str) -> Fault | None:
         with self._lock:
@@ -469,6 +526,14 @@ class HubImitation:
                 response = route(request)
             except _HubError as error:
                 response = error.response()
+        if fault is not None and fault.link is not None:
+            own_url = f"{request.host_url.rstrip('/')}{raw_path}" + (f"?{query}" if query else "")
+            response.headers["Link"] = f'<{own_url if fault.link == "self" else fault.link}>; rel="next"'
+        if fault is not None and fault.stream is not None:
+            # No Content-Length: werkzeug sends the generator with chunked transfer encoding.
+            streamed = Response(fault.stream(response.get_data()), status=200, headers=response.headers)
+            streamed.headers.pop("Content-Length", None)
+            response = streamed
         entry.status = response.status_code
         if kind == MODEL_INFO and response.status_code == 200:
             with self._lock:
@@ -624,7 +689,16 @@ class HubImitation:
             "widgetData": None,
         }
 
-    def _list_item(self, repo: Repo, expand: list[str], full: bool, card: bool, config: bool) -> dict[str, Any]:
+    def _list_item(self, repo: Repo, expand: list[str], full: bool, card: bool, config: bool) -> Any:
+        item = self._honest_list_item(repo, expand, full, card, config)
+        if repo.id in self._hostile_items:
+            replacement, fields = self._hostile_items[repo.id]
+            return replacement if replacement is not None else {**item, **fields}
+        return item
+
+    def _honest_list_item(
+        self, repo: Repo, expand: list[str], full: bool, card: bool, config: bool
+    ) -> dict[str, Any]:
         props = self._properties(repo)
         item: dict[str, Any] = {"_id": repo.object_id, "id": repo.id}
         if expand:

@@ -2,7 +2,8 @@
 
 The imitation (tests/hub_imitation.py) answers what huggingface_hub sends; the first tests check
 that huggingface_hub's own HfApi, hf_hub_download and snapshot_download work against it, so the
-crawler tests below exercise the real client code paths (pagination, retries, error mapping).
+crawler tests below meet the Hub as the real client does (pagination, error headers). The crawler
+paginates and retries by itself and maps errors with huggingface_hub's hf_raise_for_status.
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ class Waits:
 
     crawler: list[float] = field(default_factory=list)
     client: list[float] = field(default_factory=list)
+
+
+REAL_INIT = HfCrawler.__init__
 
 
 @pytest.fixture(autouse=True)
@@ -449,19 +453,20 @@ def test_new_and_deleted_repos(hub: HubImitation, hubindex: Any, index: Index) -
 @pytest.mark.parametrize("outage", [Fault(500, body={"error": "Internal Error"}), Fault(drop=True)],
                          ids=["http-500", "dropped-connections"])
 def test_interrupted_crawl_resumes(
-    hub: HubImitation, hubindex: Any, index: Index, client_waits: Waits, outage: Fault
+    hub: HubImitation, hubindex: Any, index: Index, outage: Fault
 ) -> None:
     for i in range(8):
         hub.add_repo(f"org/model-{i}", downloads=100 - i)
     order = [f"org/model-{i}" for i in range(8)]
     # After four model_info answers the Hub goes down: the next model_info calls and the listing's
-    # third page fail; huggingface_hub gives up on the page after its 5 retries.
+    # third page fail; the crawler gives up on the page after its one retry (--retries 1).
     hub.fail_after_model_info(4, fault=outage)
 
     result = crawl(hubindex, hub, "--retries", "1")
     assert result.exit_code == 1
     assert result.stderr.splitlines()[-1].startswith("hubindex: error: listing models from")
-    assert len(client_waits.client) == 5  # the client's own retries of the failing page
+    assert [r.status for r in hub.listing_pages()][:2] == [200, 200]
+    assert len(hub.listing_pages()) == 4  # the third page, then its one retry
     first = runs(index)[0]
     assert first["status"] == "failed" and "listing models" in first["error"]
     stored = checkpoints(index)
@@ -506,8 +511,11 @@ def test_model_info_rate_limit_honoured(hub: HubImitation, hubindex: Any, index:
     assert failures(index) == []
 
 
-def test_listing_rate_limit_waits_for_real(hub: HubImitation, hubindex: Any, index: Index) -> None:
-    """One real wait: huggingface_hub sleeps RateLimit t+1 s before re-asking for a listing page."""
+def test_listing_rate_limit_waits_for_real(
+    hub: HubImitation, hubindex: Any, index: Index, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One real wait: the crawler sleeps RateLimit t+1 s before asking for a listing page again."""
+    monkeypatch.setattr(HfCrawler, "__init__", REAL_INIT)  # time.sleep, not the recording one
     populate(hub)
     hub.rate_limit("list_page", reset=0)
     started = time.monotonic()
@@ -517,14 +525,13 @@ def test_listing_rate_limit_waits_for_real(hub: HubImitation, hubindex: Any, ind
     assert len(checkpoints(index)) == 6
 
 
-def test_first_listing_page_is_retried_by_the_client(
-    hub: HubImitation, hubindex: Any, index: Index, client_waits: Waits
-) -> None:
+def test_first_listing_page_is_retried(hub: HubImitation, hubindex: Any, index: Index, waits: Waits) -> None:
     populate(hub)
     hub.retry_after(re.compile(r"^/api/models\?(?!.*cursor=).*expand="), 2)
     hub.server_error(re.compile(r"^/api/models\?(?!.*cursor=).*expand="), 502)
     ok(crawl(hubindex, hub))
-    assert client_waits.client == [3.0, 2]  # Retry-After + 1 s, then the second backoff step
+    # Retry-After, then the second backoff step (2 s and up to 10% more).
+    assert waits.crawler[0] == 2.0 and 2.0 <= waits.crawler[1] <= 2.2 and len(waits.crawler) == 2
     assert [r.status for r in hub.listing_pages()] == [429, 502, 200, 200]
     assert len(checkpoints(index)) == 6
 
