@@ -393,13 +393,14 @@ def kappa_command(index: Index, files: tuple[str, ...], array_mode: bool, corpus
         with tqdm(desc="kappa pairs", unit=" pair", disable=None) as bar:
             update = update_kappa(catalog, index.root, ref, centered, progress=bar.update)
         added, kept = update_fingerprints(catalog, index.root, ref)
-        ids, values, counts = kappa_matrix_from_catalog(catalog, ref, centered)
+        shown = as_json or update.checkpoints <= 12  # a large matrix is for SQL, not the terminal
+        ids, values, counts = kappa_matrix_from_catalog(catalog, ref, centered) if shown else ([], None, None)
     if as_json:
         click.echo(json.dumps({"corpus": ref.name, "corpus_hash": ref.content_hash, "checkpoints": ids,
                                "kappa": values.tolist(), "n_items": counts.tolist()}))
         return
     click.echo(update.line() + f"; fingerprints: {added} new, {kept} kept")
-    if len(ids) <= 12:
+    if shown:
         from hubindex.plots import short_name
 
         click.echo(_matrix_text([short_name(i.rsplit("/", 1)[-1], 28) for i in ids], values), nl=False)

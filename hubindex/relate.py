@@ -11,7 +11,7 @@ import numpy as np
 
 from hubindex.catalog import Catalog, utcnow
 from hubindex.errors import HubindexError, UsageError
-from hubindex.kappa import TensorSketch, kappa_pair
+from hubindex.kappa import GRAM_BLOCK_BYTES, TensorSketch, _prepare, gram_inner_products, kappa_pair, kept_rows
 from hubindex.store import STORE_DIR, EmbeddingStore, StoreError, atomic_write_bytes
 
 DEFAULT_LAYER = "last"
@@ -99,24 +99,81 @@ class KappaUpdate:
         )
 
 
+def missing_pairs(catalog: Catalog, corpus: CorpusRef, centered: bool,
+                  probed: list[Probed]) -> tuple[np.ndarray, np.ndarray]:
+    """(i, j) positions in `probed` (i < j) of the pairs without a kappa row at both current shas.
+
+    Found in SQL: a count of the current pairs first - a no-op run stops there, loading no pair -
+    then, only if some are missing, an anti-join of all pairs against the stored ones.
+    """
+    import pyarrow as pa
+
+    n = len(probed)
+    table = pa.table({"idx": list(range(n)), "id": [p.checkpoint_id for p in probed], "sha": [p.sha for p in probed]})
+    catalog.conn.register("probed_now", table)
+    try:
+        stored = ("SELECT checkpoint_a, checkpoint_b, sha_a, sha_b FROM kappa WHERE corpus_hash = $hash "
+                  "AND centered = $centered")
+        params = {"hash": corpus.content_hash, "centered": centered}
+        ((current,),) = catalog.conn.execute(
+            f"SELECT count(*) FROM ({stored}) k JOIN probed_now a ON k.checkpoint_a = a.id AND k.sha_a = a.sha "
+            "JOIN probed_now b ON k.checkpoint_b = b.id AND k.sha_b = b.sha", params).fetchall()
+        if current == n * (n - 1) // 2:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        found = catalog.conn.execute(
+            f"SELECT a.idx AS i, b.idx AS j FROM probed_now a JOIN probed_now b ON a.id < b.id "
+            f"ANTI JOIN ({stored}) k ON k.checkpoint_a = a.id AND k.checkpoint_b = b.id "
+            "AND k.sha_a = a.sha AND k.sha_b = b.sha ORDER BY i, j", params).fetchnumpy()
+    finally:
+        catalog.conn.unregister("probed_now")
+    return found["i"].astype(np.int64), found["j"].astype(np.int64)
+
+
+def covering_checkpoints(first: np.ndarray, second: np.ndarray, n: int) -> np.ndarray:
+    """Checkpoints that touch every given pair, few of them: most pairs first (a greedy vertex cover).
+
+    New or changed checkpoints miss pairs with everyone; the others only with them. So after a
+    few new checkpoints, kappa is computed for those rows against every column, not for all rows.
+    """
+    remaining = np.ones(len(first), dtype=bool)
+    degree = np.bincount(first, minlength=n) + np.bincount(second, minlength=n)
+    cover = []
+    while remaining.any():
+        if len(cover) >= n // 2:  # rows x all would cost as much as all pairs at once (symmetric)
+            return np.arange(n)
+        v = int(np.argmax(degree))
+        cover.append(v)
+        hit = remaining & ((first == v) | (second == v))
+        remaining &= ~hit
+        degree -= np.bincount(first[hit], minlength=n) + np.bincount(second[hit], minlength=n)
+    return np.array(sorted(cover), dtype=np.int64)
+
+
 def update_kappa(
     catalog: Catalog, index_root: Path, corpus: CorpusRef, centered: bool = True,
-    progress: Callable[[int], Any] | None = None,
+    progress: Callable[[int], Any] | None = None, block_bytes: int = GRAM_BLOCK_BYTES,
 ) -> KappaUpdate:
-    """Compute the kappa pairs the catalog lacks (new checkpoints, or ones whose sha changed)."""
+    """Compute the kappa pairs the catalog lacks (new checkpoints, or ones whose sha changed).
+
+    Pairs of checkpoints that kept every item go through the Gram route (`gram_inner_products`):
+    the rows are a few checkpoints that touch every missing pair (`covering_checkpoints`), the
+    columns every checkpoint, so an incremental run costs (new x all) pairs, a first run all pairs
+    at once, and memory is one band of the item Gram matrices plus the features. Pairs with a
+    checkpoint that dropped items (e.g. words lost to truncation) are compared on the items both
+    kept, one pair at a time.
+    """
     started = time.monotonic()
     probed = probed_checkpoints(catalog, corpus)
-    stored = {
-        (a, b): (sha_a, sha_b)
-        for a, b, sha_a, sha_b in catalog.conn.execute(
-            "SELECT checkpoint_a, checkpoint_b, sha_a, sha_b FROM kappa WHERE corpus_hash = ? AND centered = ?",
-            [corpus.content_hash, centered],
-        ).fetchall()
-    }
-    cache = _FeatureCache(EmbeddingStore(index_root))
+    n = len(probed)
+    first, second = missing_pairs(catalog, corpus, centered, probed)
+    reused = n * (n - 1) // 2 - len(first)
     failed: set[str] = set()
+    if not len(first):
+        return KappaUpdate(corpus, n, 0, reused, [], time.monotonic() - started)
+    cache = _FeatureCache(EmbeddingStore(index_root))
 
-    def load(p: Probed) -> np.ndarray | None:
+    def load(position: int) -> np.ndarray | None:
+        p = probed[position]
         if p.checkpoint_id in failed:
             return None
         try:
@@ -126,29 +183,61 @@ def update_kappa(
             catalog.record_failure(None, "kappa", p.checkpoint_id, "store", str(exc))
             return None
 
+    involved = np.unique(np.concatenate([first, second]))
+    features = {int(v): f for v in involved if (f := load(int(v))) is not None}
+    complete = {v for v, f in features.items() if bool(kept_rows(f).all())}
+    rows = [int(v) for v in covering_checkpoints(first, second, n) if int(v) in complete]
+    columns = sorted(complete)
+    values: dict[tuple[int, int], tuple[float, int]] = {}
+    if rows and len(columns) > 1:
+        prepared = {v: _prepare(features[v], None, centered) for v in columns}
+        if any(not np.any(prepared[v]) for v in columns):
+            constant = [probed[v].checkpoint_id for v in columns if not np.any(prepared[v])]
+            raise HubindexError(f"constant features (kappa undefined) for {', '.join(constant[:3])}")
+        symmetric = rows == columns
+        products = gram_inner_products([prepared[v] for v in rows],
+                                       None if symmetric else [prepared[v] for v in columns], block_bytes)
+        kappa = products.kappa()
+        row_of = {v: r for r, v in enumerate(rows)}
+        column_of = {v: c for c, v in enumerate(columns)}
+        m = next(iter(features.values())).shape[0]
+        for i, j in zip(first.tolist(), second.tolist()):
+            if i in complete and j in complete:
+                if i in row_of:
+                    values[(i, j)] = (float(kappa[row_of[i], column_of[j]]), m)
+                elif j in row_of:
+                    values[(i, j)] = (float(kappa[row_of[j], column_of[i]]), m)
     new_rows = []
-    reused = 0
-    for i, a in enumerate(probed):
-        for b in probed[i + 1:]:
-            if stored.get((a.checkpoint_id, b.checkpoint_id)) == (a.sha, b.sha):
-                reused += 1
-                continue
-            fa, fb = load(a), load(b)
+    for i, j in zip(first.tolist(), second.tolist()):
+        a, b = probed[i], probed[j]
+        if (i, j) not in values:
+            fa, fb = features.get(i), features.get(j)
             if fa is None or fb is None:
                 continue
             try:
-                value, n_items = kappa_pair(fa, fb, centered)
+                values[(i, j)] = kappa_pair(fa, fb, centered)
             except ValueError as exc:
                 catalog.record_failure(None, "kappa", f"{a.checkpoint_id}|{b.checkpoint_id}", "kappa", str(exc))
                 continue
-            new_rows.append((corpus.name, corpus.content_hash, centered, a.checkpoint_id, b.checkpoint_id,
-                             a.sha, b.sha, value, n_items, utcnow()))
-            if progress:
-                progress(1)
+        value, n_items = values[(i, j)]
+        new_rows.append((corpus.name, corpus.content_hash, centered, a.checkpoint_id, b.checkpoint_id,
+                         a.sha, b.sha, value, n_items, utcnow()))
     if new_rows:
-        with catalog.transaction():
-            catalog.conn.executemany("INSERT OR REPLACE INTO kappa VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", new_rows)
-    return KappaUpdate(corpus, len(probed), len(new_rows), reused, sorted(failed), time.monotonic() - started)
+        _write_pairs(catalog, new_rows)
+        if progress:
+            progress(len(new_rows))
+    return KappaUpdate(corpus, n, len(new_rows), reused, sorted(failed), time.monotonic() - started)
+
+
+def _write_pairs(catalog: Catalog, rows: list[tuple[Any, ...]]) -> None:
+    """Insert or replace kappa rows in one transaction, handed to DuckDB as one Arrow table."""
+    import pyarrow as pa
+
+    names = ["corpus", "corpus_hash", "centered", "checkpoint_a", "checkpoint_b", "sha_a", "sha_b", "value",
+             "n_items", "computed_at"]
+    batch = pa.table({name: [row[k] for row in rows] for k, name in enumerate(names)})  # noqa: F841 - read by DuckDB
+    with catalog.transaction():
+        catalog.conn.execute(f"INSERT OR REPLACE INTO kappa ({', '.join(names)}) SELECT {', '.join(names)} FROM batch")
 
 
 def kappa_matrix_from_catalog(

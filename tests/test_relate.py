@@ -160,3 +160,65 @@ def test_kappa_without_probes_is_a_clear_error(hubindex: Any) -> None:
     result = hubindex("kappa")
     assert result.exit_code == 1
     assert result.stderr.startswith("hubindex: error: no checkpoint has been probed")
+
+
+def test_catalog_kappa_takes_the_gram_route_and_stays_exact(index: Index, hubindex: Any,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from hubindex import relate
+
+    zoo = family(seed=3, m=150)
+    zoo["t:truncated"] = zoo["t:parent"][:, :30].copy()
+    zoo["t:truncated"][140:] = np.nan  # dropped items: compared with each pair on the items both kept
+    names = sorted(zoo)
+    for name in names[:4]:
+        register(index, name, zoo[name])
+    assert "4 checkpoints, 6 pairs computed" in hubindex("kappa").stdout
+
+    # Two new checkpoints: the Gram route's rows are only those two, against every column.
+    rows_used: list[int] = []
+    original = relate.gram_inner_products
+
+    def counting(rows: list, columns: list | None = None, *args: Any, **kwargs: Any) -> Any:
+        rows_used.append(len(rows))
+        return original(rows, columns, *args, **kwargs)
+
+    monkeypatch.setattr(relate, "gram_inner_products", counting)
+    for name in names[4:]:
+        register(index, name, zoo[name])
+    second = hubindex("kappa")
+    assert "6 checkpoints, 9 pairs computed, 6 reused" in second.stdout, second.stdout
+    assert rows_used == [1]  # of the two new, only the complete one takes the Gram route
+
+    from hubindex.kappa import kappa_pair  # the float64 formula, on the items both kept
+
+    table = kappa_json(hubindex)
+    ids, values = table["checkpoints"], np.array(table["kappa"])
+    for i, a in enumerate(ids):
+        for j, b in enumerate(ids):
+            assert values[i, j] == pytest.approx(kappa_pair(zoo[a], zoo[b])[0], abs=1e-8), (a, b)
+
+
+def test_a_run_with_nothing_to_compute_reads_no_features(index: Index, hubindex: Any,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    zoo = family()
+    for name, features in zoo.items():
+        register(index, name, features)
+    assert "10 pairs computed" in hubindex("kappa").stdout
+    reads: list[str] = []
+    original = EmbeddingStore.read
+    monkeypatch.setattr(EmbeddingStore, "read", lambda self, path, *a, **k: reads.append(path) or original(self, path, *a, **k))
+    again = hubindex("kappa")
+    assert "5 checkpoints, 0 pairs computed, 10 reused" in again.stdout
+    assert reads == []
+
+
+def test_the_covering_rows_are_the_checkpoints_with_most_missing_pairs() -> None:
+    from hubindex.relate import covering_checkpoints
+
+    n = 40  # 3 new checkpoints (37, 38, 39) miss pairs with everyone: they are the rows
+    pairs = [(i, j) for j in (37, 38, 39) for i in range(j)]
+    first, second = (np.array(side) for side in zip(*pairs))
+    assert covering_checkpoints(first, second, n).tolist() == [37, 38, 39]
+    everything = [(i, j) for i in range(6) for j in range(i + 1, 6)]
+    first, second = (np.array(side) for side in zip(*everything))
+    assert covering_checkpoints(first, second, 6).tolist() == list(range(6))
