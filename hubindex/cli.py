@@ -317,6 +317,56 @@ def probe_command(index: Index, checkpoint_ids: tuple[str, ...], corpus_spec: st
     print_failures(summary.failures)
 
 
+# ------------------------------------------------------------------------------------ features
+
+
+@cli.group("features")
+def features_group() -> None:
+    """Feature matrices computed elsewhere (a GPU cluster, a benchmark)."""
+
+
+@features_group.command("import")
+@click.argument("pairs", nargs=-1, metavar="[CHECKPOINT_ID=FILE.npy]...")
+@click.option("--from", "folders", multiple=True, type=click.Path(path_type=Path, file_okay=False),
+              help="A folder with features.csv (columns checkpoint_id, file[, sha]) and the .npy files it names "
+                   "(repeatable).")
+@click.option("--corpus", "corpus_spec", required=True, metavar="NAME[:ARG]",
+              help="The corpus the rows are aligned with, e.g. bbc-news, images:/path.")
+@click.option("--max-items", type=click.IntRange(1, None), default=None,
+              help="Corpus size, as given to `hubindex probe` [default: the corpus's].")
+@click.option("--layer", default="last", show_default=True, help="What layer the features are from.")
+@click.option("--pooling", default="imported", show_default=True, help="How they were pooled (part of the key).")
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True,
+              help="The precision the model ran in (part of the key).")
+@click.option("--register-new", is_flag=True,
+              help="Add catalog rows (source 'import') for ids the catalog lacks, keyed by the manifest's sha or "
+                   "else the file's sha256.")
+@click.pass_obj
+def features_import_command(index: Index, pairs: tuple[str, ...], folders: tuple[Path, ...], corpus_spec: str,
+                            max_items: int | None, layer: str, pooling: str, dtype: str, register_new: bool) -> None:
+    """Register feature matrices computed elsewhere, keyed and stored as probed ones are.
+
+    \b
+    Each .npy matrix has one row per corpus item, in the corpus' order (a row of NaN: a dropped
+    item). It is written to the embedding store and registered in `embeddings` (probe 'import')
+    under (checkpoint sha, corpus content hash, layer, pooling, dtype); kappa, neighbours, MMI and
+    scores use it like probed features. Matrices already registered unchanged are skipped.
+
+    \b
+    Examples:
+      hubindex features import hf:org/model=feats.npy --corpus bbc-news
+      hubindex features import --from cluster-run/ --corpus sample-images --pooling pre-logits
+    """
+    from hubindex.feature_import import import_features, read_sources
+    from hubindex.probing import make_corpus
+
+    files = read_sources(list(pairs), list(folders))
+    corpus = make_corpus(corpus_spec, max_items).load()
+    summary = import_features(index, corpus, files, layer=layer, pooling=pooling, dtype=dtype,
+                              register_new=register_new)
+    click.echo(summary.line(corpus))
+
+
 # ------------------------------------------------------------------------------------ kappa
 
 
