@@ -1,4 +1,11 @@
-"""Crawler for checkpoints already on disk: a Hugging Face cache or folders of checkpoints."""
+"""Crawler for checkpoints already on disk: a Hugging Face cache or folders of checkpoints.
+
+Folders on disk are untrusted. Every file is read through the folder's listing
+(`model_loading.list_folder`): a link whose target lies outside the checkpoint folder (outside the
+repo's blobs/ for a cache snapshot) is never opened, hashed or listed, and special files are
+skipped. Config files are parsed within limits; a folder whose config.json cannot be (or any other
+surprise while reading one folder) becomes a recorded failure for that folder, and the crawl goes on.
+"""
 
 from __future__ import annotations
 
@@ -15,15 +22,19 @@ from hubindex import hookimpl
 from hubindex.errors import UsageError
 from hubindex.types import CheckpointRecord, Crawler, CrawlEvent, CrawlFailure
 from hubindex_plugins.crawl_hf import WEIGHT_SUFFIXES, valid_repo_id
+from hubindex_plugins.checkpoint_files import FolderListing, UntrustedContent, list_folder, printable
 
 CONFIG_FILE = "config.json"
-MAX_CONFIG_BYTES = 5 * 1024 * 1024
-HASH_CHUNK = 1 << 20
-# State-dict entries that are statistics, not parameters: BatchNorm running stats. Counting
-# them would make a local resnet disagree with timm's own parameter count.
-# Stored tensors that are buffers, not parameters (BatchNorm statistics, BERT's position ids).
-BUFFER_SUFFIXES = (".running_mean", ".running_var", ".num_batches_tracked", ".position_ids")
 CARD_FILE = "README.md"
+MAX_CARD_BYTES = 5 * 1024 * 1024
+HASH_CHUNK = 1 << 20
+# Stored tensors that are buffers, not parameters (BatchNorm statistics, BERT's position ids).
+# Counting them would make a local resnet disagree with timm's own parameter count.
+BUFFER_SUFFIXES = (".running_mean", ".running_var", ".num_batches_tracked", ".position_ids")
+# The largest values of the catalog's INTEGER (num_classes, num_features) and BIGINT (params) columns.
+INTEGER_MAX = 2**31 - 1
+BIGINT_MAX = 2**63 - 1
+COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
 def is_hf_cache(path: Path) -> bool:
@@ -38,16 +49,30 @@ def is_checkpoint_folder(path: Path) -> bool:
     return any(p.is_file() and (p.name == CONFIG_FILE or p.name.endswith(WEIGHT_SUFFIXES)) for p in path.iterdir())
 
 
-def read_config(folder: Path) -> dict[str, Any]:
-    """config.json of a checkpoint folder, or {} (absent, too large or not a JSON object)."""
-    path = folder / CONFIG_FILE
-    if not path.is_file() or path.stat().st_size > MAX_CONFIG_BYTES:
-        return {}
+def catalog_integer(value: Any, maximum: int) -> int | None:
+    """value if it is a whole number in 0..maximum (what its catalog column holds and means), else None."""
+    return value if type(value) is int and 0 <= value <= maximum else None
+
+
+def storable_json(value: Any) -> bool:
+    """Whether a parsed value can go into a JSON column: NaN and Infinity are not JSON."""
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        json.dumps(value, allow_nan=False)
+    except ValueError:
+        return False
+    return True
+
+
+def read_config(listing: FolderListing) -> dict[str, Any]:
+    """config.json of a checkpoint folder, {} without one; UntrustedContent('bad-config') if it is not a
+    JSON object within the limits (size, UTF-8, nesting)."""
+    path = listing.top_level(CONFIG_FILE)
+    if path is None:
         return {}
-    return config if isinstance(config, dict) else {}
+    config = listing.read_json(path)
+    if not isinstance(config, dict):
+        raise UntrustedContent("bad-config", f"{CONFIG_FILE} is not a JSON object")
+    return config
 
 
 def safetensors_params(path: Path) -> dict[str, int]:
@@ -85,86 +110,80 @@ def torch_params(path: Path) -> dict[str, int]:
 
 def _inside(path: Path, root: Path) -> bool:
     """Whether path, with its links resolved, lies inside root (a resolved folder)."""
-    return path.resolve().is_relative_to(root)
+    try:
+        return path.resolve().is_relative_to(root)
+    except (OSError, RuntimeError):  # a loop of links
+        return False
 
 
-def folder_files(folder: Path) -> list[Path]:
-    """Regular files under a checkpoint folder, sorted; links leading outside it are ignored."""
-    root = folder.resolve()
-    files = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            path = Path(dirpath) / name
-            if name.startswith(".") or not path.is_file():
-                continue
-            if not _inside(path, root) and not _is_cache_blob(path, root):
-                continue
-            files.append(path)
-    return files
+def checkpoint_files(listing: FolderListing) -> list[Path]:
+    """The files that make up a checkpoint: the listing's files, less hidden ones and those in hidden folders (.git)."""
+    return [p for p in listing.files if not any(part.startswith(".") for part in p.relative_to(listing.folder).parts)]
 
 
-def _is_cache_blob(path: Path, snapshot_root: Path) -> bool:
-    # In a Hub cache, snapshots/<sha>/file links to ../../blobs/<etag>: inside the repo folder.
-    repo_root = snapshot_root.parent.parent
-    return snapshot_root.parent.name == "snapshots" and path.resolve().is_relative_to(repo_root / "blobs")
-
-
-def content_sha(files: list[Path], folder: Path) -> str:
+def content_sha(files: list[Path], listing: FolderListing) -> str:
     """A hash of the folder's relative file names and contents: its identity when copied or moved."""
     digest = hashlib.sha256()
     for path in files:
-        with path.open("rb") as handle:
+        with listing.open(path) as handle:
             # Name and length frame each file, so moving bytes between files changes the hash.
             size = os.fstat(handle.fileno()).st_size
-            digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + str(size).encode() + b"\0")
+            digest.update(os.fsencode(path.relative_to(listing.folder).as_posix()) + b"\0" + str(size).encode() + b"\0")
             while chunk := handle.read(HASH_CHUNK):
                 digest.update(chunk)
     return digest.hexdigest()[:40]
 
 
-def read_card(folder: Path) -> dict[str, Any]:
+def read_card(listing: FolderListing) -> dict[str, Any]:
     """Catalog columns from the model card's front matter (README.md): lineage, license, data."""
-    from huggingface_hub.repocard import metadata_load
+    import yaml
+    from huggingface_hub.repocard import REGEX_YAML_BLOCK
 
-    path = folder / CARD_FILE
-    if not path.is_file() or path.stat().st_size > MAX_CONFIG_BYTES:
+    path = listing.top_level(CARD_FILE)
+    if path is None:
         return {}
     try:
-        card = metadata_load(path) or {}
-    except Exception:  # malformed YAML in an untrusted card: index the checkpoint without it
+        match = REGEX_YAML_BLOCK.search(listing.read_text(path, MAX_CARD_BYTES, encoding="utf-8-sig"))
+        card = yaml.safe_load(match.group(2)) if match else None
+    except Exception:  # too large, not UTF-8, malformed or nested too deep: index the checkpoint without its card
+        return {}
+    if not isinstance(card, dict):
         return {}
 
     def strings(value: Any) -> list[str] | None:
         values = [value] if isinstance(value, str) else value if isinstance(value, list) else []
         return [v for v in values if isinstance(v, str)] or None
 
-    license_ = card.get("license")
     return {
         "base_models": strings(card.get("base_model")),
-        "license": license_ if isinstance(license_, str) else None,
+        "license": text(card.get("license")),
         "datasets": strings(card.get("datasets")),
-        "pipeline_tag": card.get("pipeline_tag") if isinstance(card.get("pipeline_tag"), str) else None,
+        "pipeline_tag": text(card.get("pipeline_tag")),
         "tags": strings(card.get("tags")),
     }
 
 
-def describe_folder(folder: Path, files: list[Path]) -> dict[str, Any]:
+def text(value: Any) -> str | None:
+    """value if it is a string, else None (a config or card field of the wrong type is not indexed)."""
+    return value if isinstance(value, str) else None
+
+
+def describe_folder(listing: FolderListing, files: list[Path]) -> dict[str, Any]:
     """Catalog columns read from a checkpoint folder: config, weight files and parameter counts."""
-    config = read_config(folder)
+    config = read_config(listing)
     is_timm = "architecture" in config and ("pretrained_cfg" in config or "num_features" in config)
     weights = []
     weight_paths = []
     for path in files:
-        name = path.relative_to(folder).as_posix()
+        name = listing.name(path)
         if not name.endswith(WEIGHT_SUFFIXES):
             continue
-        blob = path.resolve()
+        blob = listing.target(path)
         # In a Hub cache, an LFS file's blob is named by its sha256; elsewhere a name proves nothing.
         is_sha256 = blob.parent.name == "blobs" and len(blob.name) == 64 and all(
             c in "0123456789abcdef" for c in blob.name
         )
-        weights.append({"name": name, "size": path.stat().st_size, "sha256": blob.name if is_sha256 else None})
+        weights.append({"name": name, "size": blob.stat().st_size, "sha256": blob.name if is_sha256 else None})
         weight_paths.append(path)
     # Count one copy of the weights: the safetensors files if any, else the pickled state dicts
     # (repos often ship the same weights in both formats).
@@ -173,33 +192,93 @@ def describe_folder(folder: Path, files: list[Path]) -> dict[str, Any]:
     params: dict[str, int] = {}
     for path in counted:
         try:
-            counts = safetensors_params(path) if safetensors else torch_params(path)
+            target = listing.target(path)
+            counts = safetensors_params(target) if safetensors else torch_params(target)
         except Exception:  # unreadable weights still get indexed; probing will report them
             counts = {}
         for dtype, count in counts.items():
             params[dtype] = params.get(dtype, 0) + count
+    if sum(params.values()) > BIGINT_MAX:  # no real checkpoint; a header that lies about its shapes
+        params = {}
     pretrained_cfg = config.get("pretrained_cfg") if is_timm else None
+    if not (isinstance(pretrained_cfg, dict) and storable_json(pretrained_cfg)):
+        pretrained_cfg = None
     architectures = config.get("architectures") if not is_timm else [config.get("architecture")]
-    return read_card(folder) | {
+    return read_card(listing) | {
         "library_name": "timm" if is_timm else ("transformers" if "model_type" in config else None),
-        "model_type": config.get("architecture") if is_timm else config.get("model_type"),
+        "model_type": text(config.get("architecture") if is_timm else config.get("model_type")),
         "architectures": [str(a) for a in architectures] if isinstance(architectures, list) else None,
-        "num_classes": config.get("num_classes") if isinstance(config.get("num_classes"), int) else None,
-        "num_features": config.get("num_features") if isinstance(config.get("num_features"), int) else None,
-        "pretrained_cfg": pretrained_cfg if isinstance(pretrained_cfg, dict) else None,
+        "num_classes": catalog_integer(config.get("num_classes"), INTEGER_MAX),
+        "num_features": catalog_integer(config.get("num_features"), INTEGER_MAX),
+        "pretrained_cfg": pretrained_cfg,
         "weight_files": weights or None,
         "params_total": sum(params.values()) or None,
         "params_by_dtype": params or None,
     }
 
 
+def folder_failure(subject: str, exc: Exception) -> CrawlFailure:
+    """What went wrong reading one folder, as its recorded failure: one folder never stops the crawl of the others."""
+    if isinstance(exc, UntrustedContent):
+        kind, message = exc.kind, str(exc)
+    elif isinstance(exc, OSError):
+        kind, message = "unreadable", f"{exc.strerror or exc}: {exc.filename or subject}"
+    else:
+        kind, message = "crawl-error", f"{type(exc).__name__}: {exc}"
+    return CrawlFailure(printable(subject), kind, printable(message)[:300])
+
+
+def main_ref(repo: Path) -> str | None:
+    """The commit a cached repo's refs/main names, None without one; UntrustedContent if it leads outside
+    the repo's refs/ or holds no commit hash."""
+    refs = repo / "refs"
+    if not refs.is_dir():
+        return None
+    listing = list_folder(refs)
+    main = listing.top_level("main")
+    if main is None:
+        refused = [why for why in listing.refused if why.startswith("main: ")]
+        if refused:
+            raise UntrustedContent("unsafe-path", f"refs/{refused[0]}")
+        return None
+    with listing.open(main) as handle:
+        commit = handle.read(64).decode("ascii", "replace").strip()
+    if not COMMIT.fullmatch(commit):
+        raise UntrustedContent("bad-cache-entry", "refs/main does not hold a commit hash")
+    return commit
+
+
+def last_modified(snapshot: Path) -> float:
+    """When a snapshot last changed: its newest file, else the folder itself (as huggingface_hub's scan says)."""
+    listing = list_folder(snapshot)
+    return max((listing.target(p).stat().st_mtime for p in listing.files), default=snapshot.stat().st_mtime)
+
+
+def cached_snapshot(repo: Path) -> tuple[str, Path] | None:
+    """(commit, snapshot folder) of a cached repo: the revision refs/main names, else the most recently
+    modified one; None without any. UntrustedContent('bad-cache-entry') for a repo folder that is no cache entry."""
+    snapshots = repo / "snapshots"
+    if not snapshots.is_dir():
+        raise UntrustedContent("bad-cache-entry", f"no snapshots/ folder in {repo.name}")
+    commit = main_ref(repo)
+    if commit is not None:
+        if not (snapshots / commit).is_dir():
+            raise UntrustedContent("bad-cache-entry", f"refs/main names commit {commit}, which has no snapshot")
+        return commit, snapshots / commit
+    revisions = [p for p in snapshots.iterdir() if COMMIT.fullmatch(p.name) and p.is_dir()]
+    if not revisions:
+        return None
+    latest = max(revisions, key=last_modified)
+    return latest.name, latest
+
+
 class LocalCrawler(Crawler):
     """Index checkpoints already on disk, so downloaded checkpoints join the catalog too.
 
-    PATH is a Hugging Face cache (folders `models--ORG--NAME`, as found by scan_cache_dir), a
-    folder of checkpoint folders (Hugging Face or timm format: config.json + weights), or one
-    checkpoint folder. Cached repos are keyed `hf:ORG/NAME` and merge with rows from the Hub
-    crawler; other folders are keyed `local:/absolute/path`.
+    PATH is a Hugging Face cache (folders `models--ORG--NAME`, laid out as huggingface_hub
+    downloads them), a folder of checkpoint folders (Hugging Face or timm format: config.json +
+    weights), or one checkpoint folder. Cached repos are keyed `hf:ORG/NAME` and merge with rows
+    from the Hub crawler; other folders are keyed `local:/absolute/path`.
     """
 
     name = "local"
@@ -237,57 +316,72 @@ class LocalCrawler(Crawler):
         elif is_checkpoint_folder(path):
             yield from self.crawl_folder(path)
         else:
-            # Links to folders elsewhere are not followed: only what lies inside PATH is indexed
-            # (and a link to a sibling folder is that folder, indexed once).
-            folders = sorted({p.resolve() for p in path.iterdir() if _inside(p, path) and is_checkpoint_folder(p)})
-            if not folders:
-                raise UsageError(f"{path}: no checkpoints found (no config.json or weight files, no models--* folders)")
-            ctx.progress.total = len(folders)
-            for folder in folders:
-                yield from self.crawl_folder(folder)
+            yield from self.crawl_folders(ctx, path)
+
+    def crawl_folders(self, ctx: Any, path: Path) -> Iterator[CrawlEvent]:
+        """Each checkpoint folder inside PATH, in name order."""
+        # Links to folders elsewhere are not followed: only what lies inside PATH is indexed
+        # (and a link to a sibling folder is that folder, indexed once).
+        folders: set[Path] = set()
+        unreadable: list[CrawlFailure] = []
+        for entry in path.iterdir():
+            try:
+                if _inside(entry, path) and is_checkpoint_folder(entry):
+                    folders.add(entry.resolve())
+            except OSError as exc:  # a folder that cannot be listed may be a checkpoint: say so
+                unreadable.append(folder_failure(f"local:{entry}", exc))
+        if not folders and not unreadable:
+            raise UsageError(f"{path}: no checkpoints found (no config.json or weight files, no models--* folders)")
+        ctx.progress.total = len(folders) + len(unreadable)
+        yield from unreadable
+        for folder in sorted(folders):
+            yield from self.crawl_folder(folder)
 
     def crawl_cache(self, ctx: Any, cache_dir: Path) -> Iterator[CrawlEvent]:
-        from huggingface_hub import scan_cache_dir
-
-        info = scan_cache_dir(cache_dir)
-        for warning in info.warnings:
-            # The message names a path inside the broken repo folder: that folder is the subject.
-            folder = re.search(r"(?:models|datasets|spaces)--[^/\s]+", str(warning))
-            subject = str(cache_dir / folder.group(0)) if folder else str(cache_dir)
-            yield CrawlFailure(subject, "bad-cache-entry", str(warning)[:300])
-        repos = sorted((r for r in info.repos if r.repo_type == "model"), key=lambda r: r.repo_id)
+        """Each cached model repo: the snapshot refs/main names, read like any checkpoint folder."""
+        repos = sorted(p for p in cache_dir.iterdir() if p.name.startswith("models--") and _inside(p, cache_dir))
         ctx.progress.total = len(repos)
         for repo in repos:
-            if not valid_repo_id(repo.repo_id):
-                yield CrawlFailure(str(repo.repo_path)[:200], "invalid-repo-id", "malformed repo folder name")
+            repo_id = repo.name.removeprefix("models--").replace("--", "/")
+            if not valid_repo_id(repo_id):
+                yield CrawlFailure(printable(str(repo))[:200], "invalid-repo-id", "malformed repo folder name")
                 continue
-            revisions = list(repo.revisions)
-            if not revisions:
+            try:
+                found = cached_snapshot(repo)
+            except Exception as exc:  # noqa: BLE001 - a broken cache entry is its failure, the crawl goes on
+                yield folder_failure(str(repo), exc)
                 continue
-            # The revision `main` points at, else the most recently modified one.
-            revision = next((r for r in revisions if "main" in r.refs), None) or max(
-                revisions, key=lambda r: r.last_modified
-            )
-            snapshot = Path(revision.snapshot_path)
-            files = folder_files(snapshot)
-            columns = describe_folder(snapshot, files)
+            if found is None:
+                continue
+            commit, snapshot = found
+            try:
+                listing = list_folder(snapshot)
+                columns = describe_folder(listing, checkpoint_files(listing))
+            except Exception as exc:  # noqa: BLE001 - one repo's error is its failure, the crawl goes on
+                yield folder_failure(f"hf:{repo_id}", exc)
+                continue
             columns.update({
-                "repo_id": repo.repo_id,
+                "repo_id": repo_id,
                 "local_path": str(snapshot),
-                "local_sha": revision.commit_hash,
+                "local_sha": commit,
                 # Fills sha only for repos the Hub crawler has not seen; it never overwrites it.
-                "sha": revision.commit_hash,
+                "sha": commit,
             })
-            yield CheckpointRecord(f"hf:{repo.repo_id}", columns)
+            yield CheckpointRecord(f"hf:{repo_id}", columns)
 
     def crawl_folder(self, folder: Path) -> Iterator[CrawlEvent]:
         checkpoint_id = f"local:{folder}"
+        if printable(checkpoint_id) != checkpoint_id:
+            yield CrawlFailure(printable(checkpoint_id), "invalid-path", "the folder's path is not UTF-8, "
+                               "so it cannot name a catalog row; rename the folder")
+            return
         try:
-            files = folder_files(folder)
-            sha = content_sha(files, folder)
-            columns = describe_folder(folder, files)
-        except OSError as exc:
-            yield CrawlFailure(checkpoint_id, "unreadable", f"{exc.strerror or exc}: {exc.filename or folder}")
+            listing = list_folder(folder)
+            files = checkpoint_files(listing)
+            sha = content_sha(files, listing)
+            columns = describe_folder(listing, files)
+        except Exception as exc:  # noqa: BLE001 - one folder's error is its failure, the crawl goes on
+            yield folder_failure(checkpoint_id, exc)
             return
         columns.update({"repo_id": folder.name, "sha": sha, "local_path": str(folder), "local_sha": sha})
         yield CheckpointRecord(checkpoint_id, columns, owned_columns=self.folder_owned)

@@ -10,6 +10,8 @@ with padding (Funnel's pooling attention, for one) - then a row's features would
 other rows share its batch, i.e. on `--batch-size`. `each_hidden_state` checks this on the first
 batch that needs padding (the shortest row run alone against its row in the batch); a model that
 fails the check runs the rest in batches of equal-length rows, which need no padding at all.
+
+A local copy is loaded only once `checkpoint_files.check_loadable` passed it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from hubindex.types import ProbeError
+from hubindex_plugins.checkpoint_files import check_loadable
 
 # How far a row's features may move when run with padding before the model counts as not
 # padding invariant (float32 kernels differ by ~1e-6 between batch shapes; half precision more).
@@ -29,11 +32,13 @@ PADDING_TOLERANCE = {"float32": 1e-4, "bfloat16": 5e-2, "float16": 1e-2}
 
 
 def model_source(checkpoint: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """(what from_pretrained loads, extra kwargs): the local copy, else the Hub repo at its commit."""
+    """(what from_pretrained loads, extra kwargs): the local copy once `check_loadable` passed it, else
+    the Hub repo at its commit."""
     local = checkpoint.get("local_path")
     if local:
         if not Path(local).is_dir():
             raise ProbeError("not-found", f"local copy {local} is gone; run `hubindex crawl local` again")
+        check_loadable(Path(local))
         return local, {}
     checkpoint_id = checkpoint["checkpoint_id"]
     if checkpoint_id.startswith("hf:"):
@@ -80,7 +85,7 @@ def load_with_preprocessor(preprocessor: str, auto_model: str, checkpoint: dict[
         source, extra = model_source(checkpoint)
         try:
             processor = getattr(transformers, preprocessor).from_pretrained(source, trust_remote_code=False, **extra)
-            model = load_pretrained(getattr(transformers, auto_model), checkpoint, dtype)
+            model = load_pretrained(getattr(transformers, auto_model), checkpoint, dtype, source, extra)
         except ProbeError:
             raise
         except Exception as exc:
@@ -88,11 +93,10 @@ def load_with_preprocessor(preprocessor: str, auto_model: str, checkpoint: dict[
     return model.to(device).eval(), processor
 
 
-def load_pretrained(auto_class: Any, checkpoint: dict[str, Any], dtype: str) -> Any:
-    """auto_class.from_pretrained on the checkpoint: no remote code, safetensors or weights_only, dtype."""
+def load_pretrained(auto_class: Any, checkpoint: dict[str, Any], dtype: str, source: str, extra: dict[str, Any]) -> Any:
+    """auto_class.from_pretrained on the checkpoint's `model_source`: no remote code, safetensors or weights_only."""
     import torch
 
-    source, extra = model_source(checkpoint)
     return auto_class.from_pretrained(
         source, trust_remote_code=False, use_safetensors=has_safetensors(checkpoint, source),
         weights_only=True, dtype=getattr(torch, dtype), **extra,
