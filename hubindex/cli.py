@@ -371,21 +371,12 @@ def features_import_command(index: Index, pairs: tuple[str, ...], folders: tuple
 
 
 def _load_feature_arrays(paths: tuple[str, ...]) -> list[Any]:
-    import numpy as np
 
     if len(paths) < 2:
         raise UsageError("--arrays needs at least two .npy files (one feature matrix per checkpoint)")
-    arrays = []
-    for path in paths:
-        try:
-            array = np.load(path, allow_pickle=False)
-        except FileNotFoundError:
-            raise UsageError(f"{path}: no such file") from None
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"{path}: not a .npy array file ({str(exc).splitlines()[0]})") from None
-        if array.ndim != 2 or not np.issubdtype(array.dtype, np.number):
-            raise UsageError(f"{path}: expected a numeric 2-D matrix (items x features), got shape {array.shape}")
-        arrays.append(array)
+    from hubindex.tasks import load_feature_matrix
+
+    arrays = [load_feature_matrix(Path(path), "--arrays") for path in paths]
     rows = {a.shape[0] for a in arrays}
     if len(rows) != 1:
         raise UsageError(f"feature matrices must have the same number of rows (aligned items), got {sorted(rows)}")

@@ -23,6 +23,7 @@ from hubindex.catalog import Catalog, utcnow
 from hubindex.errors import UsageError
 from hubindex.index import Index
 from hubindex.store import EmbeddingStore, embedding_key, file_sha256
+from hubindex.tasks import load_feature_matrix
 from hubindex.types import CheckpointRecord, CorpusData
 
 MANIFEST = "features.csv"
@@ -77,14 +78,7 @@ def read_sources(pairs: list[str], folders: list[Path]) -> list[FeatureFile]:
 
 def load_matrix(path: Path, corpus: CorpusData) -> np.ndarray:
     """A feature matrix with one row per corpus item (NaN rows: dropped items); a UsageError if not."""
-    try:
-        matrix = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such file") from None
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{path}: not a .npy array file ({' '.join(str(exc).split())[:200]})") from None
-    if matrix.ndim != 2 or not np.issubdtype(matrix.dtype, np.number):
-        raise UsageError(f"{path}: expected a numeric matrix (items x features), got shape {matrix.shape}")
+    matrix = load_feature_matrix(path, "features")
     if matrix.shape[0] != corpus.size:
         raise UsageError(f"{path}: {matrix.shape[0]} rows, but corpus {corpus.name} has {corpus.size} items "
                          "(one row per item, in the corpus' order)")

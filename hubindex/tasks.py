@@ -204,6 +204,14 @@ def load_npy(path: Path, what: str) -> np.ndarray:
         raise UsageError(f"{what} {path}: not a .npy array file ({message})") from None
 
 
+def load_feature_matrix(path: Path, what: str) -> np.ndarray:
+    """A numeric items x features matrix from a .npy file; a UsageError naming `what` if it is not one."""
+    array = load_npy(path, what)
+    if array.ndim != 2 or not np.issubdtype(array.dtype, np.number):
+        raise UsageError(f"{what} {path}: expected a numeric 2-D matrix (items x features), got shape {array.shape}")
+    return array
+
+
 def images_from_array(array: np.ndarray, what: str) -> list[Any]:
     """RGB PIL images from pixel arrays (n, h, w) or (n, h, w, 1|3|4); floats in [0, 1] or [0, 255]."""
     from PIL import Image

@@ -72,7 +72,7 @@ def test_imported_features_are_registered_and_related_like_probed_ones(
     ("rows", "59 rows, but corpus bbc-news has 60 items"),
     ("inf", "holds inf"),
     ("text", "not a .npy array file"),
-    ("vector", "expected a numeric matrix"),
+    ("vector", "expected a numeric 2-D matrix"),
     ("missing", "no such file"),
 ])
 def test_bad_matrices_are_refused_in_one_line(tmp_path: Path, hubindex: Any, problem: str, fragment: str) -> None:
