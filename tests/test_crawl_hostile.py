@@ -11,7 +11,6 @@ import gzip
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -189,20 +188,28 @@ def test_huge_answer_refused_with_bounded_memory(hub: HubImitation, index: Index
             [*hubindex_command(), "--index", str(index.root), "crawl", "hf", "--endpoint", hub.url],
             stdout=out, stderr=err, env=env,
         )
-        killer = threading.Timer(120, process.kill)
-        killer.start()
-        # wait4: the peak memory of this process alone (RUSAGE_CHILDREN would take any earlier child).
-        _, status, usage = os.wait4(process.pid, 0)
-        killer.cancel()
-        process.returncode = os.waitstatus_to_exitcode(status)
+        # The peak of the crawl's own memory: VmHWM of its address space, read until it exits.
+        # (getrusage's ru_maxrss would also count the copy of this test process it was forked from.)
+        peak_kb = 0
+        while process.poll() is None and time.monotonic() - started < 120:
+            try:
+                if b"crawl" in Path(f"/proc/{process.pid}/cmdline").read_bytes():  # exec'd: its own memory
+                    status = Path(f"/proc/{process.pid}/status").read_text()
+                    peak_kb = max(peak_kb, int(status.split("VmHWM:")[1].split()[0]))
+            except (OSError, IndexError, ValueError):  # exiting
+                pass
+            time.sleep(0.02)
+        if process.poll() is None:
+            process.kill()
+        process.wait()
         seconds = time.monotonic() - started
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()
-    peak_mb = usage.ru_maxrss / 1024  # kilobytes on Linux
+    peak_mb = peak_kb / 1024
     print(f"1 GB answer: peak RSS {peak_mb:.0f} MB, {seconds:.1f} s")
     assert process.returncode == 0, stderr
-    assert peak_mb < PEAK_RSS_LIMIT_MB
+    assert 50 < peak_mb < PEAK_RSS_LIMIT_MB  # above 50 MB: the crawl's memory was read at all
     assert seconds < 30
     assert "7 seen, 7 added, 0 changed, 0 unchanged, 1 failed, 6 metadata fetches" in stdout
     (failure,) = failures(index)
