@@ -1,13 +1,29 @@
-"""MMI selection against Algorithm 1 written literally, closed forms, ties, duplicates and bad input."""
+"""MMI selection against Algorithm 1 written literally, closed forms, ties, duplicates and bad input;
+the low-rank path against the exact one; memory: the guard and the work in the caller's buffer."""
 
 from __future__ import annotations
 
 import itertools
+import tracemalloc
 
 import numpy as np
 import pytest
 
-from hubindex.selection import MMISelection, mmi_select, mmi_select_literal
+from hubindex import selection
+from hubindex.selection import (
+    EXACT_MAX_N,
+    JITTER_STEPS,
+    MMIMemoryError,
+    MMISelection,
+    available_memory_bytes,
+    choose_mmi_path,
+    exact_mmi_bytes,
+    lowrank_factor_from_features,
+    lowrank_factor_from_kappa,
+    mmi_select,
+    mmi_select_literal,
+    mmi_select_lowrank,
+)
 
 
 def correlation(n: int, seed: int, extra_dims: int = 5) -> np.ndarray:
@@ -246,3 +262,194 @@ def test_bad_jitter() -> None:
         mmi_select(np.eye(3), 2, jitter=-1.0)
     with pytest.raises(ValueError, match="not positive definite"):
         mmi_select(np.ones((3, 3)), 2, jitter=0.0)
+
+
+# ------------------------------------------------------------------------- memory of the exact path
+
+
+def exactly_symmetric(kappa: np.ndarray) -> np.ndarray:
+    """kappa with its upper triangle mirrored, so that kappa == kappa.T bit for bit."""
+    return np.triu(kappa) + np.triu(kappa, 1).T
+
+
+def test_memory_guard_is_one_line_and_comes_before_allocating(monkeypatch: pytest.MonkeyPatch) -> None:
+    n = 6000
+    kappa = np.broadcast_to(np.float64(1.0), (n, n))  # read-only, so the exact path would copy it: 288 MB
+    monkeypatch.setattr(selection, "available_memory_bytes", lambda: 100 * 10**6)
+    tracemalloc.start()
+    try:
+        with pytest.raises(MMIMemoryError) as raised:
+            mmi_select(kappa, 5)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * n * n / 2
+    message = str(raised.value)
+    assert "\n" not in message
+    assert "needs 0.4 GB" in message and "0.1 GB is available" in message and "mmi_select_lowrank" in message
+    # Code that catches memory errors, or ValueError like the other input errors, catches it.
+    assert isinstance(raised.value, MemoryError) and isinstance(raised.value, ValueError)
+
+
+def test_exact_path_works_in_the_callers_buffer_and_restores_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    kappa = exactly_symmetric(correlation(60, seed=12))
+    expected = mmi_select_literal(kappa, 12).indices
+    # Room for the in-place path only: it fails if the exact path tries to copy kappa.
+    room = (exact_mmi_bytes(60, 12, in_place=True) + exact_mmi_bytes(60, 12)) // 2
+    monkeypatch.setattr(selection, "available_memory_bytes", lambda: room)
+    for layout in (kappa, np.asfortranarray(kappa)):
+        before = layout.copy()
+        assert mmi_select(layout, 12).indices == expected
+        assert np.array_equal(layout.view(np.int64), before.view(np.int64))
+    with pytest.raises(MMIMemoryError):
+        mmi_select(kappa + np.triu(np.full_like(kappa, 1e-12), 1), 12)  # not exactly symmetric: needs a copy
+
+
+def test_callers_buffer_is_restored_after_an_error() -> None:
+    singular = np.ones((6, 6))
+    with pytest.raises(ValueError, match="not positive definite"):
+        mmi_select(singular, 3, jitter=0.0)
+    assert np.array_equal(singular, np.ones((6, 6)))
+
+
+def test_in_place_and_copied_give_the_same_selection() -> None:
+    kappa = exactly_symmetric(correlation(80, seed=13))
+    in_place = mmi_select(kappa, 30)
+    kappa.setflags(write=False)  # a read-only kappa is never written: it is copied
+    copied = mmi_select(kappa, 30)
+    assert in_place == copied
+
+
+def test_choose_mmi_path() -> None:
+    assert choose_mmi_path(EXACT_MAX_N + 1, 50, available_bytes=10**15) == "lowrank"
+    assert choose_mmi_path(1000, 50, available_bytes=10**12) == "exact"
+    tight = exact_mmi_bytes(1000, 50) - 1
+    assert choose_mmi_path(1000, 50, available_bytes=tight) == "lowrank"
+    assert choose_mmi_path(1000, 50, in_place=True, available_bytes=tight) == "exact"
+    assert available_memory_bytes() > 0
+
+
+# ---------------------------------------------------------------------------------- low-rank path
+
+
+def lowrank_zoo(n: int, rank: int, seed: int, unit_diagonal: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(F, d) of a zoo-like kappa = F F^T + diag(d): families share a direction, d in [0.05, 1)."""
+    rng = np.random.default_rng(seed)
+    families = rng.normal(size=(max(1, n // 10), rank))
+    factors = (families[rng.integers(0, len(families), size=n)] + rng.normal(size=(n, rank))) / np.sqrt(rank)
+    factors *= rng.uniform(0.2, 1.5, size=(n, 1))
+    noise = rng.uniform(0.05, 1.0, size=n)
+    if unit_diagonal:  # like linear CKA
+        noise = rng.uniform(0.05, 0.95, size=n)
+        factors *= np.sqrt((1.0 - noise) / np.einsum("ij,ij->i", factors, factors))[:, None]
+    return factors, noise
+
+
+@pytest.mark.parametrize("n, rank, budget", [(6, 2, 6), (40, 5, 40), (120, 12, 30), (300, 40, 50), (25, 60, 25)])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_lowrank_matches_exact_on_lowrank_plus_diagonal(n: int, rank: int, budget: int, seed: int) -> None:
+    factors, noise = lowrank_zoo(n, rank, seed, unit_diagonal=seed == 2)
+    exact = mmi_select(factors @ factors.T + np.diag(noise), budget)
+    low = mmi_select_lowrank(factors, noise, budget)
+    assert low.indices == exact.indices
+    assert low.jitter == exact.jitter == 0.0
+    np.testing.assert_allclose(low.gains, exact.gains, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(low.mi_nats, exact.mi_nats, rtol=1e-7, atol=1e-8)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_lowrank_duplicates_with_zero_noise_get_jitter(seed: int) -> None:
+    factors, noise = lowrank_zoo(30, 6, seed)
+    twins = [2, 7, 11]
+    noise[twins] = 0.0  # fully explained by the factor, and then duplicated: kappa is singular
+    rows = list(range(30)) + twins
+    factors, noise = factors[rows], noise[rows]
+    low = mmi_select_lowrank(factors, noise, len(rows))
+    kappa_diag = np.einsum("ij,ij->i", factors, factors) + noise
+    assert low.jitter == JITTER_STEPS[0] * kappa_diag.mean()
+    assert np.all(np.isfinite(low.gains))
+    assert sorted(rows[i] for i in low.indices[:30]) == list(range(30)), "a twin came before every distinct one"
+    exact = mmi_select(factors @ factors.T + np.diag(noise), len(rows), jitter=low.jitter)
+    assert low.indices == exact.indices
+    # A jitter of 1e-10 leaves about 1e-6 nats of rounding in either path (the exact one against the literal too).
+    np.testing.assert_allclose(low.mi_nats, exact.mi_nats, rtol=1e-5, atol=1e-5)
+
+
+def test_lowrank_selections_are_nested_and_accept_lists() -> None:
+    factors, noise = lowrank_zoo(50, 4, seed=5)
+    full = mmi_select_lowrank(factors, noise, 50).indices
+    for budget in (1, 7, 49):
+        assert mmi_select_lowrank(factors, noise, budget).indices == full[:budget]
+    assert mmi_select_lowrank(factors.tolist(), noise.tolist(), 7).indices == full[:7]
+    assert mmi_select_lowrank(np.asfortranarray(factors.astype(np.float32)), noise, 3).jitter == 0.0
+
+
+def test_lowrank_explicit_jitter() -> None:
+    factors, noise = lowrank_zoo(20, 3, seed=6)
+    low = mmi_select_lowrank(factors, noise, 20, jitter=1e-3)
+    assert low.jitter == 1e-3
+    assert low.indices == mmi_select(factors @ factors.T + np.diag(noise), 20, jitter=1e-3).indices
+    noise[4] = 0.0
+    with pytest.raises(ValueError, match="d \\+ jitter must be positive"):
+        mmi_select_lowrank(factors, noise, 3, jitter=0.0)
+
+
+@pytest.mark.parametrize("factors, noise, budget, message", [
+    (np.ones(3), np.ones(3), 1, "n x r"),
+    (np.ones((3, 0)), np.ones(3), 1, "n x r"),
+    (np.ones((3, 2)), np.ones(4), 1, "one entry per row"),
+    (np.ones((3, 2)), np.array([1.0, -0.1, 1.0]), 1, ">= 0"),
+    (np.ones((3, 2)), np.array([1.0, np.nan, 1.0]), 1, "finite"),
+    (np.array([[1.0], [0.0]]), np.array([1.0, 0.0]), 1, "positive diagonal"),
+    (np.ones((3, 2)), np.ones(3), 4, "budget"),
+])
+def test_lowrank_bad_input(factors: np.ndarray, noise: np.ndarray, budget: int, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        mmi_select_lowrank(factors, noise, budget)
+
+
+def test_lowrank_memory_guard(monkeypatch: pytest.MonkeyPatch) -> None:
+    factors, noise = lowrank_zoo(100, 4, seed=7)
+    monkeypatch.setattr(selection, "available_memory_bytes", lambda: 10**4)
+    with pytest.raises(MMIMemoryError, match="lower the budget or the rank") as raised:
+        mmi_select_lowrank(factors, noise, 10)
+    assert "\n" not in str(raised.value)
+
+
+def test_factor_from_kappa() -> None:
+    rng = np.random.default_rng(8)
+    features = rng.normal(size=(60, 8))
+    exact_rank = features @ features.T
+    factors, noise = lowrank_factor_from_kappa(exact_rank, rank=8)
+    assert factors.shape == (60, 8)
+    np.testing.assert_allclose(factors @ factors.T, exact_rank, atol=1e-9 * np.abs(exact_rank).max())
+    assert np.all(noise >= 0) and noise.max() < 1e-9 * exact_rank.diagonal().max()
+    # Below the full rank the residual kappa - F F^T is PSD: d is its diagonal and F F^T + diag(d) keeps kappa's.
+    kappa = correlation(60, seed=8)
+    factors, noise = lowrank_factor_from_kappa(kappa.astype(np.float32), rank=10)
+    residual = kappa - factors @ factors.T
+    assert np.linalg.eigvalsh(residual).min() > -1e-6
+    np.testing.assert_allclose(noise, residual.diagonal(), atol=1e-6)
+    # Its top-10 eigenvalues are kappa's, to the accuracy of the randomized method on this flat spectrum.
+    np.testing.assert_allclose(np.linalg.eigvalsh(factors.T @ factors), np.linalg.eigvalsh(kappa)[-10:], rtol=1e-2)
+
+
+def test_factor_from_features() -> None:
+    rng = np.random.default_rng(9)
+    fingerprints = rng.normal(size=(80, 12))
+    fingerprints /= np.linalg.norm(fingerprints, axis=1, keepdims=True)  # kappa_ii = 1
+    factors, noise = lowrank_factor_from_features(fingerprints.astype(np.float32), rank=12)
+    np.testing.assert_allclose(factors @ factors.T, fingerprints @ fingerprints.T, atol=1e-6)
+    assert noise.max() < 1e-6
+    factors, noise = lowrank_factor_from_features(fingerprints, rank=4, diagonal=2.0)
+    np.testing.assert_allclose(np.einsum("ij,ij->i", factors, factors) + noise, 2.0)
+    assert np.linalg.eigvalsh(fingerprints @ fingerprints.T - factors @ factors.T).min() > -1e-9
+    with pytest.raises(ValueError, match="rank"):
+        lowrank_factor_from_features(fingerprints, rank=0)
+
+
+def test_lowrank_of_a_factored_kappa_is_close_to_exact() -> None:
+    kappa = correlation(150, seed=10)
+    exact = mmi_select(kappa, 10)
+    low = mmi_select_lowrank(*lowrank_factor_from_kappa(kappa, rank=150), 10)
+    assert low.indices == exact.indices  # at full rank the factor is kappa itself
