@@ -1,7 +1,7 @@
 """Crawler for checkpoints already on disk: a Hugging Face cache or folders of checkpoints.
 
 Folders on disk are untrusted. Every file is read through the folder's listing
-(`model_loading.list_folder`): a link whose target lies outside the checkpoint folder (outside the
+(`checkpoint_files.list_folder`): a link whose target lies outside the checkpoint folder (outside the
 repo's blobs/ for a cache snapshot) is never opened, hashed or listed, and special files are
 skipped. Config files are parsed within limits; a folder whose config.json cannot be (or any other
 surprise while reading one folder) becomes a recorded failure for that folder, and the crawl goes on.
@@ -21,8 +21,8 @@ import click
 from hubindex import hookimpl
 from hubindex.errors import UsageError
 from hubindex.types import CheckpointRecord, Crawler, CrawlEvent, CrawlFailure
-from hubindex_plugins.crawl_hf import WEIGHT_SUFFIXES, valid_repo_id
 from hubindex_plugins.checkpoint_files import FolderListing, UntrustedContent, list_folder, printable
+from hubindex_plugins.crawl_hf import WEIGHT_SUFFIXES, valid_repo_id
 
 CONFIG_FILE = "config.json"
 CARD_FILE = "README.md"

@@ -15,7 +15,7 @@ the architecture must be a plain timm model name (no `hf-hub:` or `local-dir:` s
 may hold only the arguments in MODEL_ARGUMENTS, each within its bounds, and of its pretrained_cfg
 only the preprocessing and classifier fields in PRETRAINED_CFG_FIELDS pass, bounded too (where the
 weights come from is always the folder's own weight file). Anything else is a recorded
-`unsafe-config` failure naming the key; the folder itself must pass `model_loading.check_loadable`.
+`unsafe-config` failure naming the key; the folder itself must pass `checkpoint_files.check_loadable`.
 """
 
 from __future__ import annotations
