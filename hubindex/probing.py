@@ -30,6 +30,7 @@ from hubindex.errors import Interrupted, QueryTimeout, UsageError
 from hubindex.executors import local_executor
 from hubindex.index import Index
 from hubindex.interrupts import stop_on_signals
+from hubindex.memory import available_memory_bytes
 from hubindex.plugins import corpora, known_names, probes
 from hubindex.store import EmbeddingStore, embedding_key
 from hubindex.types import FLOAT32, Corpus, CorpusData, Executor, Probe, ProbeError, TaskResources
@@ -414,20 +415,13 @@ BYTES_PER_PARAM = {"float32": 4, "bfloat16": 2, "float16": 2}
 MEMORY_SHARE = 0.6
 
 
-def memory_at_hand(device: str) -> int | None:
-    """Bytes a model may use: the GPU's memory on CUDA, else the memory available now (Linux), else None."""
+def memory_at_hand(device: str) -> int:
+    """Bytes a model may use: the GPU's memory on CUDA, else the memory available now."""
     if device.startswith("cuda"):
         import torch
 
         return int(torch.cuda.get_device_properties(0).total_memory)
-    try:
-        with open("/proc/meminfo", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+    return available_memory_bytes()
 
 
 @dataclass(frozen=True)

@@ -89,7 +89,6 @@ the first step, which always lifts d above that floor. `mmi_select` on F F^T + d
 from __future__ import annotations
 
 import mmap
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -99,6 +98,7 @@ import numpy as np
 from scipy.linalg import blas, cho_solve, cholesky, lapack, solve_triangular
 
 from hubindex.errors import HubindexError
+from hubindex.memory import available_memory_bytes
 
 # Gains closer than this (nats) plus their rounding bands are ties.
 TIE_NATS = 1e-9
@@ -137,18 +137,6 @@ class MMISelection:
     mi_nats: list[float]  # I(S; Z \ S) after each pick, as the running sum of gains
     gains: list[float]  # delta of each pick, in nats
     jitter: float  # added to the diagonal of kappa; 0.0 if nothing was
-
-
-def available_memory_bytes() -> int:
-    """MemAvailable from /proc/meminfo, or the total physical memory where that cannot be read."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def exact_mmi_bytes(n: int, budget: int, in_place: bool = False) -> int:
