@@ -39,6 +39,7 @@ from scipy.linalg import cholesky
 from threadpoolctl import threadpool_limits
 
 from hubindex.selection import (
+    _mirror_upper,
     lowrank_factor_from_features,
     lowrank_factor_from_kappa,
     mmi_select,
@@ -69,13 +70,7 @@ def synthetic_kappa(n: int, latent: int = 64, seed: int = 0) -> np.ndarray:
     kappa *= scale[None, :]
     np.square(kappa, out=kappa)
     # The product and the scaling round (i, j) and (j, i) differently; the catalog's kappa is symmetric to the bit.
-    rows = 256
-    for start in range(0, n, rows):
-        stop = min(n, start + rows)
-        kappa[stop:, start:stop] = kappa[start:stop, stop:].T
-        block = kappa[start:stop, start:stop]
-        lower = np.tril_indices(stop - start, -1)
-        block[lower] = block.T[lower]
+    _mirror_upper(kappa)
     return kappa
 
 
