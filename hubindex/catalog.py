@@ -87,6 +87,7 @@ class Catalog:
     def __init__(self, path: Path | str, read_only: bool = False) -> None:
         self.path = Path(path)
         self.read_only = read_only
+        self._in_transaction = False  # see _Transaction
         if read_only:
             if not self.path.exists():
                 raise HubindexError(
@@ -154,7 +155,7 @@ class Catalog:
         return applied
 
     def transaction(self) -> _Transaction:
-        return _Transaction(self.conn)
+        return _Transaction(self)
 
     def publish_snapshot(self) -> Path:
         """Copy the committed catalog to catalog.snapshot.duckdb beside it, atomically; return its path.
@@ -206,21 +207,26 @@ class Catalog:
         owned_columns: Iterable[str],
         now: datetime | None = None,
     ) -> UpsertResult:
-        """Insert or update checkpoints; owned columns overwrite, the others only fill gaps.
+        """Insert or update checkpoints in one statement; owned columns overwrite, the others only fill gaps.
 
-        Runs inside the caller's transaction if there is one. A record whose sha differs from the
-        stored one counts as changed.
+        A record owns its own `owned_columns`, else the ones given here, among the columns it
+        carries; a column it does not carry keeps its stored value. Records of one id apply in
+        order, as separate upserts would. Runs inside the caller's transaction if there is one. A
+        record that owns sha and whose sha differs from the stored one counts as changed.
         """
         if not records:
             return UpsertResult([], [], [])
         now = now or utcnow()
         types = self.checkpoint_columns()
-        by_id: dict[str, CheckpointRecord] = {}
-        for record in records:  # the last record of an id wins within one batch
+        default_owned = frozenset(owned_columns)
+        by_id: dict[str, _Upsert] = {}
+        for record in records:
             unknown = set(record.columns) - set(types)
             if unknown:
                 raise ValueError(f"{record.checkpoint_id}: unknown catalog columns {sorted(unknown)}")
-            by_id[record.checkpoint_id] = record
+            upsert = _Upsert(dict(record.columns), (record.owned_columns or default_owned) & set(record.columns))
+            earlier = by_id.get(record.checkpoint_id)
+            by_id[record.checkpoint_id] = earlier.then(upsert) if earlier else upsert
         ids = list(by_id)
         stored_sha = dict(
             self.conn.execute(
@@ -228,41 +234,34 @@ class Catalog:
             ).fetchall()
         )
         result = UpsertResult([], [], [])
-        owned = set(owned_columns)
-        for cid, record in by_id.items():
-            new_sha = record.columns.get("sha")
+        for cid, upsert in by_id.items():
+            new_sha = upsert.columns.get("sha")
             if cid not in stored_sha:
                 result.added.append(cid)
-            elif "sha" in owned and new_sha is not None and new_sha != stored_sha[cid]:
+            elif "sha" in upsert.owned and new_sha is not None and new_sha != stored_sha[cid]:
                 result.changed.append(cid)
             else:
                 result.unchanged.append(cid)
 
-        columns = ["checkpoint_id", "source", "first_seen_at", "crawled_at"]
-        columns += sorted({c for r in by_id.values() for c in r.columns} - set(columns))
+        carried = sorted({c for upsert in by_id.values() for c in upsert.columns} - set(_ROW_COLUMNS))
+        owners = {c: sum(c in upsert.owned for upsert in by_id.values()) for c in carried}
+        # Columns that some records own and others do not: each row says which it is.
+        mixed = [c for c in carried if 0 < owners[c] < len(by_id)]
         rows = []
-        for cid, record in by_id.items():
-            row = {"checkpoint_id": cid, "source": source, "first_seen_at": now, "crawled_at": now}
+        for cid, upsert in by_id.items():
+            row: dict[str, Any] = {"checkpoint_id": cid, "source": source, "first_seen_at": now, "crawled_at": now}
             try:
-                for column in columns[4:]:
-                    row[column] = _to_arrow_value(record.columns.get(column), types[column])
+                for column in carried:
+                    row[column] = _to_arrow_value(upsert.columns.get(column), types[column])
             except Exception as exc:  # noqa: BLE001 - untrusted metadata (e.g. JSON nested too deep)
                 _reject(result, cid, exc)
                 continue
+            row.update({_owns(column): column in upsert.owned for column in mixed})
             rows.append(row)
-        select = ", ".join(_cast_expression(c, types[c]) for c in columns)
-        updates = ["crawled_at = excluded.crawled_at"]
-        for column in columns[4:]:
-            if column in owned:
-                updates.append(f"{column} = excluded.{column}")
-            else:
-                updates.append(f"{column} = coalesce(checkpoints.{column}, excluded.{column})")
-        statement = (
-            f"INSERT INTO checkpoints ({', '.join(columns)}) SELECT {select} FROM batch "
-            f"ON CONFLICT (checkpoint_id) DO UPDATE SET {', '.join(updates)}"
-        )
+        statement = _upsert_statement(types, carried, owners, mixed)
+        params = [ids] if mixed else []  # the stored rows to read: the batch's
         for batch in _arrow_batches(rows, result):  # noqa: B007 - read by DuckDB's replacement scan
-            self.conn.execute(statement)
+            self.conn.execute(statement, params)
         return result
 
     def checkpoint(self, checkpoint_id: str) -> dict[str, Any] | None:
@@ -400,26 +399,26 @@ def _fsync_folder(folder: Path) -> None:
 
 
 class _Transaction:
-    """BEGIN/COMMIT around a block; ROLLBACK if it raises. Nested use joins the outer one."""
+    """BEGIN/COMMIT around a block; ROLLBACK if it raises. Nested use joins the outer one.
 
-    def __init__(self, conn: duckdb.DuckDBPyConnection) -> None:
-        self.conn = conn
+    Nesting is counted here: in DuckDB a BEGIN inside a transaction fails and aborts the outer one.
+    """
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
         self.owner = False
 
     def __enter__(self) -> None:
-        try:
-            self.conn.execute("BEGIN TRANSACTION")
-            self.owner = True
-        except duckdb.TransactionException:
-            self.owner = False  # already inside one
+        self.owner = not self.catalog._in_transaction
+        if self.owner:
+            self.catalog.conn.execute("BEGIN TRANSACTION")
+            self.catalog._in_transaction = True
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
         if not self.owner:
             return
-        if exc_type is None:
-            self.conn.execute("COMMIT")
-        else:
-            self.conn.execute("ROLLBACK")
+        self.catalog._in_transaction = False
+        self.catalog.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
 
 
 def _to_arrow_value(value: Any, column_type: str) -> Any:
@@ -472,6 +471,63 @@ def _cast_expression(column: str, column_type: str) -> str:
         return f"map_from_entries(TRY_CAST({column} AS STRUCT(key {key}, value {value.strip()})[]))"
     # TRY_CAST: a value of the wrong kind from an untrusted source becomes NULL, not a failed batch.
     return f"TRY_CAST({column} AS {column_type})"
+
+
+# Columns every upserted row gets from the upsert itself, not from its record.
+_ROW_COLUMNS = ("checkpoint_id", "source", "first_seen_at", "crawled_at")
+
+
+@dataclass
+class _Upsert:
+    """One checkpoint's values in an upsert, and the columns among them that it overwrites."""
+
+    columns: dict[str, Any]
+    owned: frozenset[str]
+
+    def then(self, later: _Upsert) -> _Upsert:
+        """One upsert with the effect of this one followed by `later` (an id repeated in a batch)."""
+        columns = dict(self.columns)
+        for name, value in later.columns.items():
+            if name in later.owned or columns.get(name) is None:
+                columns[name] = value
+        return _Upsert(columns, self.owned | later.owned)
+
+
+def _owns(column: str) -> str:
+    """The batch column saying whether a row owns `column`."""
+    return f"owns_{column}"
+
+
+def _upsert_statement(
+    types: dict[str, str], carried: list[str], owners: dict[str, int], mixed: list[str]
+) -> str:
+    """The one INSERT ... ON CONFLICT that writes the Arrow table `batch` into checkpoints.
+
+    ON CONFLICT sees only the catalog's columns, not which row owns what; so a column that some
+    rows own and others do not is resolved in the SELECT, against the stored row, and the conflict
+    update then takes it as it is. Then the statement takes one parameter: the batch's ids.
+    """
+    values = [_cast_expression(f"batch.{column}", types[column]) for column in _ROW_COLUMNS]
+    updates = ["crawled_at = excluded.crawled_at"]
+    for column in carried:
+        value = _cast_expression(f"batch.{column}", types[column])
+        if column in mixed:
+            value = f"CASE WHEN batch.{_owns(column)} THEN {value} ELSE coalesce(stored.{column}, {value}) END"
+        values.append(value)
+        if owners[column]:
+            updates.append(f"{column} = excluded.{column}")
+        else:
+            updates.append(f"{column} = coalesce(checkpoints.{column}, excluded.{column})")
+    # Only a batch with mixed ownership reads stored rows: those of its ids, found by a filter on
+    # the id column (a join would read every stored row's wide columns).
+    join = (
+        f" LEFT JOIN (SELECT checkpoint_id, {', '.join(mixed)} FROM checkpoints"
+        " WHERE list_contains(?, checkpoint_id)) AS stored ON stored.checkpoint_id = batch.checkpoint_id"
+    ) if mixed else ""
+    return (
+        f"INSERT INTO checkpoints ({', '.join([*_ROW_COLUMNS, *carried])}) SELECT {', '.join(values)} "
+        f"FROM batch{join} ON CONFLICT (checkpoint_id) DO UPDATE SET {', '.join(updates)}"
+    )
 
 
 # ------------------------------------------------------------------------------------ user SQL

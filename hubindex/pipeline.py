@@ -9,7 +9,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from hubindex.catalog import Catalog, UpsertResult
+from hubindex.catalog import Catalog
 from hubindex.errors import HubindexError, Interrupted
 from hubindex.index import Index
 from hubindex.interrupts import stop_on_signals
@@ -90,13 +90,11 @@ class _Batcher:
             return
         run_id = self.summary.run_id
         with self.catalog.transaction():
-            result = UpsertResult([], [], [])
-            for owned, records in _upsert_groups(self.records, self.crawler.owned_columns):
-                part = self.catalog.upsert_checkpoints(records, source=self.crawler.name, owned_columns=owned)
-                result.added += part.added
-                result.changed += part.changed
-                result.unchanged += part.unchanged
-                self.failures += [CrawlFailure(cid, "bad-metadata", why) for cid, why in part.rejected]
+            # One statement for the whole batch, whatever mix of columns its records carry.
+            result = self.catalog.upsert_checkpoints(
+                self.records, source=self.crawler.name, owned_columns=self.crawler.owned_columns
+            )
+            self.failures += [CrawlFailure(cid, "bad-metadata", why) for cid, why in result.rejected]
             for failure in self.failures:
                 self.catalog.record_failure(run_id, "crawl", failure.subject, failure.kind, failure.message)
             failed_subjects = {f.subject for f in self.failures}
@@ -119,22 +117,6 @@ class _Batcher:
         self.summary.failures.extend(self.failures)
         self.records, self.failures = [], []
         self.started = time.monotonic()
-
-
-def _upsert_groups(
-    records: list[CheckpointRecord], default: frozenset[str]
-) -> list[tuple[frozenset[str], list[CheckpointRecord]]]:
-    """Records that own and carry the same columns, so one upsert writes exactly those columns.
-
-    A record leaves untouched the columns it does not carry, even ones its crawler owns: a
-    listing-only record must not wipe the metadata a full record of the same crawler wrote.
-    """
-    groups: dict[tuple[frozenset[str], frozenset[str]], list[CheckpointRecord]] = {}
-    for record in records:
-        carried = frozenset(record.columns)
-        owned = (record.owned_columns or default) & carried
-        groups.setdefault((owned, carried), []).append(record)
-    return [(owned, group) for (owned, _), group in groups.items()]
 
 
 def run_crawl(index: Index, crawler: Crawler, show_progress: bool | None = None) -> CrawlSummary:

@@ -15,6 +15,11 @@ path (HubClient.get_json), and what comes back is checked before it is used:
   most 8 s); up to `--retries` times. A wait the Hub asks for beyond `--max-wait` (310 s), or one
   that would take this crawl's waits past `--max-total-wait` (900 s), stops the crawl: the run
   fails with the reason, and the next run of the same command resumes it.
+- Concurrency: `--concurrency N` model_info requests run side by side on worker threads (one
+  HubClient, which is thread-safe). Their results are used in listing order, so the catalog and
+  the events do not depend on N; retries are decided on the crawl's thread in that order, and a
+  wait the Hub asks for holds every request until it is over. Ctrl-C shuts the connections of
+  requests in flight, so it takes effect at once.
 - Listing items are checked one by one (an object with a valid id; sha and dates strings, dates
   that parse): a bad item is a `failures` row and the crawl goes on. Other fields of an odd type
   are stored as NULL.
@@ -25,13 +30,20 @@ path (HubClient.get_json), and what comes back is checked before it is used:
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import re
+import socket
+import threading
 import time
 import urllib.request
+import weakref
 import zlib
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import partial
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, TypeVar
@@ -52,6 +64,14 @@ DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_RETRIES = 5
 DEFAULT_MAX_WAIT_S = 310.0  # rides out one of the Hub's 300 s rate-limit windows
 DEFAULT_MAX_TOTAL_WAIT_S = 900.0
+# model_info requests in flight at once: a few hide the Hub's latency (300 ms each is 7 days of
+# waiting for 2M models one at a time). The Hub's limits are per client however many requests
+# run at once (500 API calls per 5 minutes anonymous, 1,000 with a free token): a crawl that
+# reaches them is paced by their 429 answers, which hold every worker.
+DEFAULT_CONCURRENCY = 4
+MAX_CONCURRENCY = 64
+# Listing items read ahead of the oldest unfinished model_info request; their events wait for it.
+MAX_READ_AHEAD = 1000
 MAX_BACKOFF_S = 8.0
 # Largest listing page or model_info answer read; the Hub's largest (repos of many thousands of
 # files) are a few MB.
@@ -215,8 +235,9 @@ def _time_left(timeout: float | None, expired: str) -> float | None:
 class _DeadlineStream:
     """An httpcore network stream whose reads and writes also end at the request's deadline."""
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: Any, backend: _DeadlineBackend) -> None:
         self._stream = stream
+        self._backend = backend
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         return self._stream.read(max_bytes, _time_left(timeout, "ReadTimeout"))
@@ -231,7 +252,7 @@ class _DeadlineStream:
         self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
     ) -> _DeadlineStream:
         timeout = _time_left(timeout, "ConnectTimeout")
-        return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, timeout))
+        return self._backend.opened(self._stream.start_tls(ssl_context, server_hostname, timeout))
 
     def get_extra_info(self, info: str) -> Any:
         return self._stream.get_extra_info(info)
@@ -244,19 +265,38 @@ class _DeadlineBackend:
 
     def __init__(self, backend: Any) -> None:
         self._backend = backend
+        self._streams: weakref.WeakSet[_DeadlineStream] = weakref.WeakSet()
+        self._lock = threading.Lock()  # connections open on several threads at once
+
+    def opened(self, stream: Any) -> _DeadlineStream:
+        """Wrap a new connection, and keep it in reach of abort()."""
+        wrapped = _DeadlineStream(stream, self)
+        with self._lock:
+            self._streams.add(wrapped)
+        return wrapped
+
+    def abort(self) -> None:
+        """Shut down every open connection: a request blocked reading one, on another thread, ends at once."""
+        with self._lock:
+            streams = list(self._streams)
+        for stream in streams:
+            try:
+                stream.get_extra_info("socket").shutdown(socket.SHUT_RDWR)
+            except (OSError, AttributeError):  # already closed, or not a socket
+                pass
 
     def connect_tcp(
         self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
         socket_options: Any = None,
     ) -> _DeadlineStream:
         timeout = _time_left(timeout, "ConnectTimeout")
-        return _DeadlineStream(self._backend.connect_tcp(host, port, timeout, local_address, socket_options))
+        return self.opened(self._backend.connect_tcp(host, port, timeout, local_address, socket_options))
 
     def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Any = None
     ) -> _DeadlineStream:
         timeout = _time_left(timeout, "ConnectTimeout")
-        return _DeadlineStream(self._backend.connect_unix_socket(path, timeout, socket_options))
+        return self.opened(self._backend.connect_unix_socket(path, timeout, socket_options))
 
     def sleep(self, seconds: float) -> None:
         self._backend.sleep(seconds)
@@ -293,7 +333,11 @@ def _read_capped(response: Any, max_bytes: int) -> bytearray:
 
 
 class HubClient:
-    """The one bounded request path to the Hub: a deadline per whole request, a size cap per answer."""
+    """The one bounded request path to the Hub: a deadline per whole request, a size cap per answer.
+
+    Safe to use from several threads at once: httpx's client and connection pool are, and each
+    request's deadline is a context variable, which every thread holds for itself.
+    """
 
     def __init__(
         self, endpoint: str, token: str | bool, timeout_s: float, max_bytes: int = MAX_RESPONSE_BYTES
@@ -307,7 +351,8 @@ class HubClient:
         self.max_bytes = max_bytes
         transport = httpx.HTTPTransport(proxy=_environment_proxy(endpoint))
         # httpx has no option for a network backend; its connection pool (httpcore) takes one.
-        transport._pool._network_backend = _DeadlineBackend(transport._pool._network_backend)
+        self._backend = _DeadlineBackend(transport._pool._network_backend)
+        transport._pool._network_backend = self._backend
         headers = build_hf_headers(token=token)
         headers["Accept-Encoding"] = "gzip"  # the one encoding _read_capped decodes within its cap
         self._http = httpx.Client(
@@ -322,6 +367,10 @@ class HubClient:
 
     def close(self) -> None:
         self._http.close()
+
+    def abort(self) -> None:
+        """End the requests in progress at once, as failed (used when the crawl is interrupted)."""
+        self._backend.abort()
 
     def get_json(self, url: str, params: Any = None) -> tuple[Any, str, str | None]:
         """GET url within --timeout and the size cap: (JSON answer, URL answered, next page URL or None)."""
@@ -382,7 +431,11 @@ def _same_origin(url: str, endpoint: str) -> bool:
 
 
 class RetryPolicy:
-    """Retries transient Hub errors (408/429/5xx, network, timeouts); past its wait limits, stops the crawl."""
+    """Retries transient Hub errors (408/429/5xx, network, timeouts); past its wait limits, stops the crawl.
+
+    Its waits are taken on one thread, the crawl's; while it waits because the Hub asked (a rate
+    limit), `open` is cleared, and requests on other threads wait for it before they are sent.
+    """
 
     def __init__(
         self,
@@ -400,6 +453,8 @@ class RetryPolicy:
         self.sleep = sleep
         self.on_wait = on_wait
         self.waited = 0.0
+        self.open = threading.Event()
+        self.open.set()
 
     def wait_for(self, exc: BaseException, attempt: int) -> tuple[float, bool] | None:
         """(seconds to wait before retrying after exc, whether the Hub asked for them), or None: no retry."""
@@ -432,22 +487,42 @@ class RetryPolicy:
             try:
                 return fn()
             except Exception as exc:
-                decision = self.wait_for(exc, attempt)
-                if decision is None or attempt >= self.max_retries:
+                if not self.pause(exc, attempt):
                     raise
-                wait, asked_by_hub = decision
-                if asked_by_hub and wait > self.max_wait_s:
-                    why = f"it asks to wait {wait:.0f} s, more than --max-wait {self.max_wait_s:g} s"
-                    raise self._stop(exc, why) from None
-                wait = min(wait, self.max_wait_s)  # a backoff step never outgrows --max-wait
-                if self.waited + wait > self.max_total_wait_s:
-                    why = (f"this crawl has waited {self.waited:.0f} s to retry requests, and the next wait "
-                           f"would pass --max-total-wait {self.max_total_wait_s:g} s")
-                    raise self._stop(exc, why) from None
                 attempt += 1
-                self.waited += wait
-                self.on_wait(f"{describe_error(exc)[0]}: retry {attempt}/{self.max_retries} in {wait:.0f} s")
+
+    def pause(self, exc: BaseException, attempt: int, failed_at: float | None = None) -> bool:
+        """Wait before retrying a request that failed with exc after `attempt` retries; False: do not retry.
+
+        failed_at (time.monotonic()) is when an answer that asks for a wait came: a request that ran
+        beside others may be read late, and the time since then counts towards its wait. Raises
+        HubindexError, stopping the crawl, when a wait is past --max-wait or --max-total-wait.
+        """
+        decision = self.wait_for(exc, attempt)
+        if decision is None or attempt >= self.max_retries:
+            return False
+        wait, asked_by_hub = decision
+        if asked_by_hub and wait > self.max_wait_s:
+            why = f"it asks to wait {wait:.0f} s, more than --max-wait {self.max_wait_s:g} s"
+            raise self._stop(exc, why) from None
+        wait = min(wait, self.max_wait_s)  # a backoff step never outgrows --max-wait
+        if asked_by_hub and failed_at is not None:
+            # Whole seconds, as the Hub asks them: the retry is never sent early.
+            wait = max(0.0, float(math.ceil(wait - (time.monotonic() - failed_at))))
+        if self.waited + wait > self.max_total_wait_s:
+            why = (f"this crawl has waited {self.waited:.0f} s to retry requests, and the next wait "
+                   f"would pass --max-total-wait {self.max_total_wait_s:g} s")
+            raise self._stop(exc, why) from None
+        self.waited += wait
+        if wait > 0:
+            self.on_wait(f"{describe_error(exc)[0]}: retry {attempt + 1}/{self.max_retries} in {wait:.0f} s")
+            if asked_by_hub:
+                self.open.clear()  # the Hub's limit is per client: hold every request
+            try:
                 self.sleep(wait)
+            finally:
+                self.open.set()
+        return True
 
     def _stop(self, exc: BaseException, why: str) -> HubindexError:
         """The one-line error that stops the crawl instead of waiting: its cause, why, how to resume."""
@@ -482,6 +557,147 @@ def describe_error(exc: BaseException) -> tuple[str, str]:
         kind = "timeout" if "Timeout" in type(exc).__name__ else "network"
         return kind, one_line(f"{type(exc).__name__}: {exc}")
     return "error", one_line(f"{type(exc).__name__}: {exc}")
+
+
+# ------------------------------------------------------------------------------ concurrent model_info
+
+
+@dataclass
+class Fetch:
+    """A repo whose model_info the crawl needs, with what its listing said (None under --repo)."""
+
+    repo_id: str
+    checkpoint_id: str
+    listed: Any | None
+
+
+@dataclass
+class Outcome:
+    """What one model_info request came back with: the JSON or the error, and when (time.monotonic())."""
+
+    data: dict[str, Any] | None = None
+    error: BaseException | None = None
+    at: float = 0.0
+
+
+class _Stopped(Exception):
+    """A request not sent: the crawl is stopping."""
+
+
+@dataclass
+class _InFlight:
+    fetch: Fetch
+    future: Future[Outcome]
+    attempt: int = 0
+
+
+class ModelInfoFetches:
+    """model_info requests on a few threads, handed back in the order the crawl asked for them.
+
+    The order keeps the catalog and the crawl's events the same at any concurrency. Retries, and
+    their waits, are decided on the crawl's thread as each request comes up in that order: a rate
+    limit holds every thread (RetryPolicy.open) and is waited for once, not once per thread.
+    """
+
+    def __init__(
+        self, get: Callable[[str], dict[str, Any]], retry: RetryPolicy, abort: Callable[[], None], workers: int
+    ) -> None:
+        self._get = get
+        self._retry = retry
+        self._abort = abort
+        self.workers = workers
+        # Requests started beyond the oldest one not handed back yet. One worker starts nothing
+        # ahead: requests, listing pages included, go one after the other as in a sequential crawl.
+        self.window = 1 if workers == 1 else 2 * workers
+        self._stopping = threading.Event()
+
+    def run(self, work: Iterator[CrawlEvent | Fetch]) -> Iterator[tuple[CrawlEvent | Fetch, Outcome | None]]:
+        """Each entry of work in order, a Fetch with its final outcome (retries done), an event with None.
+
+        If work fails (the listing), the fetches it gave are finished first. If a retry stops the
+        crawl (HubindexError), the answers already in are handed back first; the rest is left to
+        the next run.
+        """
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="hubindex-model-info")
+        queue: deque[CrawlEvent | _InFlight] = deque()
+        finished = False
+        try:
+            try:
+                listing_error: HubindexError | None = None
+                in_flight = 0
+                while True:
+                    try:
+                        entry = next(work)
+                    except StopIteration:
+                        break
+                    except HubindexError as exc:
+                        listing_error = exc
+                        break
+                    if isinstance(entry, Fetch):
+                        queue.append(_InFlight(entry, pool.submit(self._request, entry.repo_id)))
+                        in_flight += 1
+                    else:
+                        queue.append(entry)
+                    while queue and self._due(queue[0], in_flight, len(queue)):
+                        head = queue.popleft()
+                        in_flight -= isinstance(head, _InFlight)
+                        yield self._take(pool, head)
+                while queue:
+                    yield self._take(pool, queue.popleft())
+                if listing_error is not None:
+                    raise listing_error
+            except HubindexError:
+                self._stopping.set()
+                yield from self._answered(queue)
+                raise
+            finished = True
+        finally:
+            self._stopping.set()
+            self._retry.open.set()
+            for entry in queue:
+                if isinstance(entry, _InFlight):
+                    entry.future.cancel()
+            if not finished:
+                self._abort()  # Ctrl-C: requests still running end now, not at --timeout
+            pool.shutdown(wait=finished, cancel_futures=True)
+
+    def _due(self, head: CrawlEvent | _InFlight, in_flight: int, queued: int) -> bool:
+        """Whether to hand back the oldest entry now, waiting for its request if need be."""
+        if not isinstance(head, _InFlight):
+            return True
+        return head.future.done() or in_flight >= self.window or queued >= MAX_READ_AHEAD
+
+    def _take(self, pool: ThreadPoolExecutor, entry: CrawlEvent | _InFlight) -> tuple[CrawlEvent | Fetch, Outcome | None]:
+        """An entry with its outcome: a request's answer, after the retries it is due."""
+        if not isinstance(entry, _InFlight):
+            return entry, None
+        while True:
+            outcome = entry.future.result()
+            if outcome.error is None or not self._retry.pause(outcome.error, entry.attempt, outcome.at):
+                return entry.fetch, outcome
+            entry.attempt += 1
+            entry.future = pool.submit(self._request, entry.fetch.repo_id)
+
+    def _answered(self, queue: deque[CrawlEvent | _InFlight]) -> Iterator[tuple[CrawlEvent | Fetch, Outcome | None]]:
+        """What is worth keeping when the crawl stops: events, and requests that succeeded."""
+        for entry in queue:
+            if not isinstance(entry, _InFlight):
+                yield entry, None
+            elif not entry.future.cancel():
+                outcome = entry.future.result()  # running: it ends within --timeout
+                if outcome.error is None:
+                    yield entry.fetch, outcome
+        queue.clear()
+
+    def _request(self, repo_id: str) -> Outcome:
+        """One model_info request, on a worker thread; it never raises."""
+        self._retry.open.wait()
+        if self._stopping.is_set():
+            return Outcome(error=_Stopped(), at=time.monotonic())
+        try:
+            return Outcome(data=self._get(repo_id), at=time.monotonic())
+        except Exception as exc:  # this repo's failure, or a retry: the crawl's thread decides
+            return Outcome(error=exc, at=time.monotonic())
 
 
 # ------------------------------------------------------------------------------ records
@@ -601,6 +817,7 @@ class HfCrawler(Crawler):
     recorded and skipped. The Hub is untrusted: each request ends within --timeout, answers over
     16 MiB are refused, and a pagination loop or a rate limit longer than --max-wait stops the
     crawl. An interrupted or stopped crawl keeps its work; the same command resumes it.
+    --concurrency N sends up to N model_info requests at once; the catalog gets the same rows.
     """
 
     name = "hf"
@@ -647,6 +864,10 @@ class HfCrawler(Crawler):
                          show_default=True,
                          help="Seconds a crawl may spend waiting to retry requests, in all; then it stops "
                               "(resumable, as for --max-wait)."),
+            click.Option(["--concurrency"], type=click.IntRange(1, MAX_CONCURRENCY), default=DEFAULT_CONCURRENCY,
+                         show_default=True, metavar="N",
+                         help="model_info requests in flight at once (1 to 64). The catalog sees the "
+                              "repos in listing order whatever N is; a rate limit holds them all."),
         ]
 
     def __init__(self, **options: Any) -> None:
@@ -684,6 +905,9 @@ class HfCrawler(Crawler):
         author = self.options.get("author")
         if author is not None and not AUTHOR.fullmatch(author):
             raise UsageError(f"malformed --author {author!r}: expected a user or organisation name")
+        concurrency = self.options.get("concurrency", DEFAULT_CONCURRENCY)
+        if not isinstance(concurrency, int) or not 1 <= concurrency <= MAX_CONCURRENCY:
+            raise UsageError(f"--concurrency must be a whole number from 1 to {MAX_CONCURRENCY}, got {concurrency!r}")
 
     def crawl(self, ctx: Any) -> Iterator[CrawlEvent]:
         endpoint = self._endpoint()
@@ -696,12 +920,18 @@ class HfCrawler(Crawler):
             sleep=self.sleep,
             on_wait=ctx.progress.set_postfix_str,
         )
+        fetches = ModelInfoFetches(
+            partial(self._get_model_info, client), retry, client.abort,
+            self.options.get("concurrency", DEFAULT_CONCURRENCY),
+        )
         try:
-            yield from self._crawl(ctx, client, retry)
+            yield from self._crawl(ctx, client, retry, fetches)
         finally:
             client.close()
 
-    def _crawl(self, ctx: Any, client: HubClient, retry: RetryPolicy) -> Iterator[CrawlEvent]:
+    def _crawl(
+        self, ctx: Any, client: HubClient, retry: RetryPolicy, fetches: ModelInfoFetches
+    ) -> Iterator[CrawlEvent]:
         self._preflight(client, retry)
         fetched_at = ctx.stored("metadata_sha", "hf:")
         sort = self.options.get("sort") or "downloads"
@@ -720,10 +950,24 @@ class HfCrawler(Crawler):
 
         if self.options.get("repos"):
             ctx.progress.total = len(self.options["repos"])
-            for repo in dict.fromkeys(self.options["repos"]):
-                yield from self._fetch(client, retry, repo, f"hf:{repo}", listed=None)
-            return
+            work: Iterator[CrawlEvent | Fetch] = (
+                Fetch(repo, f"hf:{repo}", listed=None) for repo in dict.fromkeys(self.options["repos"])
+            )
+        else:
+            work = self._listed_work(client, retry, sort, fetched_at, stop_before)
+        for entry, outcome in fetches.run(work):
+            if outcome is None:
+                yield entry  # an event of the listing itself
+            elif outcome.error is None:
+                yield from self._fetched(entry, outcome)
+            else:
+                yield from self._failed(entry, outcome.error)
 
+    def _listed_work(
+        self, client: HubClient, retry: RetryPolicy, sort: str, fetched_at: dict[str, Any],
+        stop_before: datetime | None,
+    ) -> Iterator[CrawlEvent | Fetch]:
+        """The listing as events (unchanged repos, bad items) and the model_info fetches it needs."""
         for position, item in enumerate(self._listing(client, retry, sort), start=1):
             listed = parse_listing_item(item, position)
             if isinstance(listed, CrawlFailure):
@@ -736,7 +980,7 @@ class HfCrawler(Crawler):
             if listed.sha is not None and fetched_at.get(checkpoint_id) == listed.sha:
                 yield CheckpointRecord(checkpoint_id, listing_columns(listed))
                 continue
-            yield from self._fetch(client, retry, listed.id, checkpoint_id, listed=listed)
+            yield Fetch(listed.id, checkpoint_id, listed)
 
     def _listing(self, client: HubClient, retry: RetryPolicy, sort: str) -> Iterator[Any]:
         """The listing's raw items, page after page (`Link: rel="next"`), within MAX_LISTING_PAGES."""
@@ -785,39 +1029,37 @@ class HfCrawler(Crawler):
         message = f"the listing goes on past {MAX_LISTING_PAGES:,} pages"
         raise _listing_error(client.endpoint, "too-many-pages", message)
 
-    def _fetch(
-        self, client: HubClient, retry: RetryPolicy, repo_id: str, checkpoint_id: str, listed: Any | None
-    ) -> Iterator[CrawlEvent]:
-        """model_info for one repo; on failure keep what the listing said and record why."""
+    def _failed(self, fetch: Fetch, exc: BaseException) -> Iterator[CrawlEvent]:
+        """A repo whose model_info failed: keep what the listing said and record why."""
+        kind, message = describe_error(exc)
+        if fetch.listed is not None and kind != "not-found":
+            # metadata_sha stays behind the listed sha, so the next crawl retries this repo.
+            columns = listing_columns(fetch.listed)
+            if kind == "disabled":
+                columns["disabled"] = True
+            yield CheckpointRecord(fetch.checkpoint_id, columns)
+        yield _failure(fetch.checkpoint_id, kind, message)
+
+    def _fetched(self, fetch: Fetch, outcome: Outcome) -> Iterator[CrawlEvent]:
+        """A repo's full record from its model_info answer, checked as untrusted input."""
         from huggingface_hub.hf_api import ModelInfo
 
-        try:
-            data = retry.call(partial(self._get_model_info, client, repo_id))
-        except HubindexError:
-            raise  # the crawl stops (a rate limit past --max-wait): not this repo's failure
-        except Exception as exc:
-            kind, message = describe_error(exc)
-            if listed is not None and kind != "not-found":
-                # metadata_sha stays behind the listed sha, so the next crawl retries this repo.
-                columns = listing_columns(listed)
-                if kind == "disabled":
-                    columns["disabled"] = True
-                yield CheckpointRecord(checkpoint_id, columns)
-            yield _failure(checkpoint_id, kind, message)
-            return
+        data = outcome.data or {}
         try:
             card = data.get("cardData")
             info = ModelInfo(**{**data, "cardData": None})
-            columns = full_columns(info, card if isinstance(card, dict) else {}) if info.id == repo_id else None
+            columns = (
+                full_columns(info, card if isinstance(card, dict) else {}) if info.id == fetch.repo_id else None
+            )
         except Exception as exc:  # malformed metadata from an untrusted source
-            if listed is not None:
-                yield CheckpointRecord(checkpoint_id, listing_columns(listed))
-            yield _failure(checkpoint_id, "bad-metadata", f"{type(exc).__name__}: {exc}")
+            if fetch.listed is not None:
+                yield CheckpointRecord(fetch.checkpoint_id, listing_columns(fetch.listed))
+            yield _failure(fetch.checkpoint_id, "bad-metadata", f"{type(exc).__name__}: {exc}")
             return
         if columns is None:
-            yield _failure(checkpoint_id, "invalid-repo-id", f"model_info answered for {info.id!r}")
+            yield _failure(fetch.checkpoint_id, "invalid-repo-id", f"model_info answered for {info.id!r}")
             return
-        yield CheckpointRecord(checkpoint_id, columns, fetched=True)
+        yield CheckpointRecord(fetch.checkpoint_id, columns, fetched=True)
 
     @staticmethod
     def _get_model_info(client: HubClient, repo_id: str) -> dict[str, Any]:

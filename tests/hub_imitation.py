@@ -15,7 +15,8 @@ It answers what `huggingface_hub` (2.x) sends, as the real client sees it (see s
 
 Tests change its state (add, update, delete repos, change download counts), inject faults
 (429 with RateLimit or Retry-After, 5xx, slow answers, dropped connections, "everything fails after
-N model_info calls") and read back a log of the requests it answered.
+N model_info calls"), give every request of a kind a latency (`latency`, as the real Hub's
+~300 ms; requests are served concurrently) and read back a log of the requests it answered.
 
 Hostile mode: a Hub whose content and behaviour are untrusted. `hostile_item` lists a repo with
 raw field values (garbage dates, wrong types) or as some other JSON value; `self_link` and
@@ -202,6 +203,7 @@ class HubImitation:
         self._model_info_answered = 0
         # Hostile listing items: {repo id: a whole replacement item, or raw field values}.
         self._hostile_items: dict[str, tuple[Any, dict[str, Any]]] = {}
+        self._latency: dict[str, float] = {}
 
     # ------------------------------------------------------------------ state
 
@@ -393,6 +395,17 @@ class HubImitation:
         """Close the connection without an answer."""
         self.inject(target, Fault(drop=True), times)
 
+    def latency(self, kind: str, seconds: float) -> None:
+        """Answer every request of this kind ('list', 'model_info', 'tree', 'resolve') `seconds` late.
+
+        Unlike `slow`, it is no fault: it applies on top of injected faults, to every request, and
+        requests wait out their latency side by side.
+        """
+        if kind not in (LIST, MODEL_INFO, TREE, RESOLVE):
+            raise ValueError(f"unknown request kind {kind!r}")
+        with self._lock:
+            self._latency[kind] = seconds
+
     def fail_after_model_info(
         self, calls: int, kinds: tuple[str, ...] = (LIST, MODEL_INFO), fault: Fault | None = None
     ) -> None:
@@ -508,6 +521,9 @@ class HubImitation:
         with self._lock:
             self.log.append(entry)
 
+        latency = self._latency.get(kind, 0.0)
+        if latency:
+            self._closing.wait(latency)
         fault = self._take_fault(kind, entry.path, query)
         if fault is not None and fault.delay:
             self._closing.wait(fault.delay)

@@ -460,9 +460,10 @@ def test_interrupted_crawl_resumes(
     order = [f"org/model-{i}" for i in range(8)]
     # After four model_info answers the Hub goes down: the next model_info calls and the listing's
     # third page fail; the crawler gives up on the page after its one retry (--retries 1).
+    # One request at a time, so that which requests come after the fourth answer is fixed.
     hub.fail_after_model_info(4, fault=outage)
 
-    result = crawl(hubindex, hub, "--retries", "1")
+    result = crawl(hubindex, hub, "--retries", "1", "--concurrency", "1")
     assert result.exit_code == 1
     assert result.stderr.splitlines()[-1].startswith("hubindex: error: listing models from")
     assert [r.status for r in hub.listing_pages()][:2] == [200, 200]
@@ -481,7 +482,7 @@ def test_interrupted_crawl_resumes(
 
     hub.recover()
     hub.clear_log()
-    result = ok(crawl(hubindex, hub, "--retries", "1"))
+    result = ok(crawl(hubindex, hub, "--retries", "1", "--concurrency", "1"))
     assert "(resumed run 1)" in result.stdout
     assert "8 seen, 2 added, 0 changed, 6 unchanged, 0 failed, 4 metadata fetches" in result.stdout
     # Nothing fetched in the first run is fetched again; the rest is.
@@ -497,14 +498,18 @@ def test_interrupted_crawl_resumes(
 # ------------------------------------------------------------------- transient failures
 
 
-def test_model_info_rate_limit_honoured(hub: HubImitation, hubindex: Any, index: Index, waits: Waits) -> None:
+@pytest.mark.parametrize("concurrency", ["1", "4"])
+def test_model_info_rate_limit_honoured(
+    hub: HubImitation, hubindex: Any, index: Index, waits: Waits, concurrency: str
+) -> None:
     populate(hub)
     hub.rate_limit("/api/models/acme/bert-tiny", reset=7)
     hub.retry_after("/api/models/timm/resnet50.a1_in1k", 3)
-    result = ok(crawl(hubindex, hub))
+    result = ok(crawl(hubindex, hub, "--concurrency", concurrency))
     assert "6 added" in result.stdout and "0 failed" in result.stdout
     # RateLimit t=7 plus one second; Retry-After 3. The Retry-After answer also carries the
     # Hub's usual RateLimit header with requests left (r=499;t=55): not the reason, not obeyed.
+    # Side by side, both 429s come back at once; they are waited for in listing order.
     assert waits.crawler == [8.0, 3.0]
     assert [r.status for r in hub.requests(MODEL_INFO, "acme/bert-tiny")] == [429, 200]
     assert checkpoints(index)["hf:acme/bert-tiny"]["metadata_sha"] == hub.repos["acme/bert-tiny"].sha

@@ -282,15 +282,16 @@ def test_endless_rate_limit_stops_the_crawl_and_the_next_run_resumes(
     assert time.monotonic() - started < 5 and waits == []  # stopped at once, no wait
     (run,) = runs(index)
     assert run["status"] == "failed" and run["error"] == line.removeprefix("hubindex: error: ")
-    fetched = hub.model_info_ids()
-    assert fetched == REPOS[:3]
+    fetched = hub.model_info_ids()  # the repos before it; with requests in flight, maybe some after it
+    assert set(REPOS[:3]) <= set(fetched) and "acme/number-sha" not in fetched
     assert failures(index) == []  # a rate limit is not the repo's failure
 
     hub.recover()
     hub.clear_log()
     result = ok(crawl(hubindex, hub, "--max-wait", "5"))
     assert "(resumed run 1)" in result.stdout
-    assert hub.model_info_ids() == REPOS[3:]  # nothing fetched twice
+    refetched = hub.model_info_ids()
+    assert "acme/number-sha" in refetched and sorted(fetched + refetched) == sorted(REPOS)  # nothing fetched twice
     rows = query(index, "SELECT checkpoint_id, count(*) AS n FROM checkpoints GROUP BY 1")
     assert len(rows) == 7 and all(r["n"] == 1 for r in rows)
     assert all(row["metadata_sha"] == row["sha"] for row in checkpoints(index).values())
