@@ -5,13 +5,14 @@ What is checked, one line per problem found:
 - the catalog: it opens, every migration is applied, and DuckDB can read every table in full (a
   truncated or damaged file often still answers `count(*)` from its metadata);
 - the store: every file the catalog registers (feature matrices of `embeddings` and
-  `task_features`) is present with its sha256; every fingerprint index is readable and holds the
-  fingerprints its table names; each task's copied examples are present;
+  `task_features`) is present with its sha256; every fingerprint folder holds, readable and
+  finite, the rows its table names, and its IVF files open; each task's copied examples are present;
 - orphans: store files no row names, temporary files a crash left behind, and rows of
   checkpoints that are no longer in the catalog.
 
 --repair deletes what the next run recomputes: rows whose files are missing or changed (and those
-files), unreadable fingerprint indexes with their rows, orphan files and rows. A catalog that
+files), fingerprint folders missing rows (with their table rows; `hubindex kappa` rebuilds them),
+unreadable fingerprint IVF files (the next `hubindex kappa` rebuilds them), orphan files and rows. A catalog that
 cannot be read is replaced by its read snapshot (`catalog.snapshot.duckdb`, published by nightly
 runs) when the snapshot itself checks out; the damaged file is kept beside it. Nothing that cannot be
 recomputed (checkpoint rows, tasks, scores of other checkpoints) is deleted.
@@ -29,6 +30,7 @@ import duckdb
 
 from hubindex.catalog import Catalog, snapshot_path, utcnow
 from hubindex.errors import HubindexError
+from hubindex.fingerprints import check_folder, fingerprint_folder, folder_files
 from hubindex.index import Index
 from hubindex.migrations import LATEST_VERSION
 from hubindex.store import STORE_DIR, file_sha256
@@ -114,7 +116,7 @@ def _restore_snapshot(index: Index) -> Callable[[Catalog | None], str] | None:
 
 
 def _store_problems(catalog: Catalog, root: Path, report: CheckReport) -> tuple[list[Problem], set[str]]:
-    """Registered files missing or changed, unreadable fingerprint indexes, missing task folders;
+    """Registered files missing or changed, fingerprint folders missing rows, missing task folders;
     and the store files in use."""
     problems: list[Problem] = []
     in_use: set[str] = set()
@@ -133,32 +135,24 @@ def _store_problems(catalog: Catalog, root: Path, report: CheckReport) -> tuple[
                 continue
             problems.append(Problem(f"store file {path}", f"{label} of {checkpoint_id} ({count} row(s)) {why}",
                                     _drop_rows(table, path, file)))
-    for corpus_hash, dim, ids in catalog.conn.execute(
-            "SELECT corpus_hash, dim, list(fp_id) FROM fingerprints GROUP BY corpus_hash, dim").fetchall():
-        relative = f"{STORE_DIR}/fingerprints/{corpus_hash[:16]}-{dim}.faiss"
-        in_use.add(relative)
-        why = _fingerprint_problem(root / relative, ids)
-        if why:
-            problems.append(Problem(f"store file {relative}", why, _drop_fingerprints(corpus_hash, dim, root / relative)))
+    folders = catalog.conn.execute(
+        "SELECT corpus_hash, dim, seed, list(fp_id) FROM fingerprints GROUP BY corpus_hash, dim, seed").fetchall()
+    report.checked["fingerprint folders"] = len(folders)
+    for corpus_hash, dim, seed, ids in folders:
+        folder = fingerprint_folder(root, corpus_hash, dim, seed)
+        relative = folder.relative_to(root).as_posix()
+        in_use.update(p.relative_to(root).as_posix() for p in folder_files(folder))
+        found = check_folder(folder, dim, seed, ids)
+        if found.rows_problem:
+            problems.append(Problem(f"store folder {relative}", f"{found.rows_problem} ({len(ids)} fingerprints name it)",
+                                    _drop_fingerprints(corpus_hash, dim, seed, folder)))
+        for path in found.unreadable_ivf:
+            problems.append(Problem(f"store file {path.relative_to(root).as_posix()}",
+                                    "is not a readable fingerprint IVF index", _remove_file(path)))
     for task, path in catalog.conn.execute("SELECT task, path FROM tasks").fetchall():
         if not (root / path).is_dir():
             problems.append(Problem(f"task {task}", f"its examples folder {path} is missing; add the task again"))
     return problems, in_use
-
-
-def _fingerprint_problem(path: Path, ids: list[int]) -> str:
-    import faiss
-    import numpy as np
-
-    if not path.is_file():
-        return f"is missing ({len(ids)} fingerprints name it)"
-    try:
-        index = faiss.read_index(str(path))
-        held = set(faiss.vector_to_array(index.id_map).astype(np.int64).tolist()) if index.ntotal else set()
-    except (RuntimeError, AttributeError) as exc:
-        return f"is not a readable fingerprint index ({_first_line(exc)})"
-    missing = set(ids) - held
-    return f"lacks {len(missing)} of the {len(ids)} fingerprints its table names" if missing else ""
 
 
 def _drop_rows(table: str, path: str, file: Path) -> Callable[[Catalog], str]:
@@ -171,13 +165,14 @@ def _drop_rows(table: str, path: str, file: Path) -> Callable[[Catalog], str]:
     return repair
 
 
-def _drop_fingerprints(corpus_hash: str, dim: int, file: Path) -> Callable[[Catalog], str]:
+def _drop_fingerprints(corpus_hash: str, dim: int, seed: int, folder: Path) -> Callable[[Catalog], str]:
     def repair(catalog: Catalog) -> str:
         with catalog.transaction():
-            count = catalog.conn.execute("DELETE FROM fingerprints WHERE corpus_hash = ? AND dim = ? RETURNING 1",
-                                         [corpus_hash, dim]).fetchall()
-        file.unlink(missing_ok=True)
-        return f"removed {len(count)} fingerprint row(s) and {file.name}; `hubindex kappa` rebuilds them"
+            count = catalog.conn.execute(
+                "DELETE FROM fingerprints WHERE corpus_hash = ? AND dim = ? AND seed = ? RETURNING 1",
+                [corpus_hash, dim, seed]).fetchall()
+        shutil.rmtree(folder, ignore_errors=True)
+        return f"removed {len(count)} fingerprint row(s) and {folder.name}/; `hubindex kappa` rebuilds them"
 
     return repair
 

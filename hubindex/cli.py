@@ -397,19 +397,35 @@ def _matrix_text(labels: list[str], values: Any) -> str:
 @click.option("--corpus", metavar="NAME", help="Probed corpus (name or content hash) [default: the only one].")
 @click.option("--centered/--uncentered", default=True, show_default=True,
               help="Mean-centre features first (linear CKA, as the paper) or not.")
+@click.option("--dense-max", type=click.IntRange(2), default=None, metavar="N",
+              help="Above N probed checkpoints, a sparse kappa graph instead of all pairs [default: 10000].")
+@click.option("--graph-neighbors", type=click.IntRange(1, 10_000), default=None, metavar="K",
+              help="Sparse graph: pairs kept per checkpoint, its K highest exact kappas [default: 32].")
+@click.option("--graph-candidates", type=click.IntRange(1, 100_000), default=None, metavar="C",
+              help="Sparse graph: fingerprint candidates re-ranked by exact kappa per checkpoint [default: 128].")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def kappa_command(index: Index, files: tuple[str, ...], array_mode: bool, corpus: str | None,
-                  centered: bool, as_json: bool) -> None:
+                  centered: bool, dense_max: int | None, graph_neighbors: int | None,
+                  graph_candidates: int | None, as_json: bool) -> None:
     """Task-space covariance kappa (kernel alignment) between checkpoints.
 
     \b
     Catalog mode: computes the pairs the catalog lacks for every checkpoint probed on a corpus,
     stores them in the `kappa` table and refreshes the task fingerprints used by `neighbors`.
+    Above --dense-max checkpoints, each checkpoint gets exact kappa to its --graph-neighbors
+    nearest of --graph-candidates found by fingerprint search (a sparse graph, same table).
     Array mode, for researchers:  hubindex kappa --arrays A.npy B.npy C.npy [--json]
     """
     if files and not array_mode:
         raise UsageError("FILES are only taken with --arrays")
+    from hubindex.relate import DENSE_MAX, GraphSettings
+
+    graph = GraphSettings()
+    graph = GraphSettings(graph_neighbors or graph.neighbors, graph_candidates or graph.candidates)
+    if graph.neighbors > graph.candidates:
+        raise UsageError(f"--graph-neighbors {graph.neighbors} exceeds --graph-candidates {graph.candidates}; "
+                         "neighbours are chosen among the candidates")
     if array_mode:
         from hubindex.kappa import kappa_matrix
 
@@ -427,12 +443,14 @@ def kappa_command(index: Index, files: tuple[str, ...], array_mode: bool, corpus
 
     from tqdm.auto import tqdm
 
-    from hubindex.relate import kappa_matrix_from_catalog, resolve_corpus, update_fingerprints, update_kappa
+    from hubindex.fingerprints import update_fingerprints
+    from hubindex.relate import kappa_matrix_from_catalog, resolve_corpus, update_kappa
 
     with index.open_catalog() as catalog:
         ref = resolve_corpus(catalog, corpus)
         with tqdm(desc="kappa pairs", unit=" pair", disable=None) as bar:
-            update = update_kappa(catalog, index.root, ref, centered, progress=bar.update)
+            update = update_kappa(catalog, index.root, ref, centered, progress=bar.update,
+                                  dense_max=dense_max or DENSE_MAX, graph=graph)
         added, kept = update_fingerprints(catalog, index.root, ref)
         shown = as_json or update.checkpoints <= 12  # a large matrix is for SQL, not the terminal
         ids, values, counts = kappa_matrix_from_catalog(catalog, ref, centered) if shown else ([], None, None)
@@ -451,20 +469,28 @@ def kappa_command(index: Index, files: tuple[str, ...], array_mode: bool, corpus
 @click.argument("checkpoint_id")
 @click.option("-k", "k", type=click.IntRange(1, 10_000), default=10, show_default=True, help="How many neighbours.")
 @click.option("--corpus", metavar="NAME", help="Probed corpus (name or content hash) [default: the only one].")
+@click.option("--candidates", type=click.IntRange(1, 100_000), default=None, metavar="N",
+              help="Fingerprint candidates re-ranked by exact kappa [default: max(10 k, 100)].")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
-def neighbors_command(index: Index, checkpoint_id: str, k: int, corpus: str | None, as_json: bool) -> None:
-    """Checkpoints with the highest kappa to CHECKPOINT_ID, found by fingerprint search (no pairwise pass)."""
-    from hubindex.relate import nearest_checkpoints, resolve_corpus
+def neighbors_command(index: Index, checkpoint_id: str, k: int, corpus: str | None, candidates: int | None,
+                      as_json: bool) -> None:
+    """Checkpoints with the highest kappa to CHECKPOINT_ID: fingerprint search, then exact kappa.
+
+    The --candidates checkpoints with the highest fingerprint estimate are re-ranked by exact
+    kappa from their stored features; a neighbour is missed only if its estimate is not among them.
+    """
+    from hubindex.fingerprints import nearest_checkpoints
+    from hubindex.relate import resolve_corpus
 
     with index.open_catalog(read_only=True) as catalog:
         ref = resolve_corpus(catalog, corpus)
-        found = nearest_checkpoints(catalog, index.root, ref, checkpoint_id, k)
+        found = nearest_checkpoints(catalog, index.root, ref, checkpoint_id, k, candidates=candidates)
     if as_json:
-        click.echo(json.dumps([{"checkpoint_id": c, "kappa_estimate": v} for c, v in found]))
+        click.echo(json.dumps([{"checkpoint_id": c, "kappa": v, "kappa_estimate": e} for c, v, e in found]))
     else:
-        click.echo(format_rows(["checkpoint_id", "kappa_estimate"], [(c, f"{v:.4f}") for c, v in found], "table"),
-                   nl=False)
+        click.echo(format_rows(["checkpoint_id", "kappa", "kappa_estimate"],
+                               [(c, f"{v:.4f}", f"{e:.4f}") for c, v, e in found], "table"), nl=False)
 
 
 @cli.group("plot")
@@ -726,7 +752,7 @@ def select_mmi_command(index: Index, budget: int, corpus: str | None, kappa_file
     if kappa_file is not None:
         if corpus is not None or where is not None:
             raise UsageError("--kappa FILE.npy takes the matrix as it is: drop --corpus and --where")
-        from hubindex.selection import mmi_select
+        from hubindex.selection import choose_mmi_path, lowrank_factor_from_kappa, mmi_select, mmi_select_lowrank
         from hubindex.tasks import load_npy
 
         matrix = load_npy(kappa_file, "--kappa")
@@ -735,7 +761,13 @@ def select_mmi_command(index: Index, budget: int, corpus: str | None, kappa_file
         if budget > matrix.shape[0]:
             raise UsageError(f"--budget {budget} is more than the {matrix.shape[0]} rows of --kappa {kappa_file}")
         try:
-            selection = mmi_select(matrix.astype(float), budget)
+            # The loaded matrix is this command's own: exact MMI works in it, with no second n x n copy.
+            if choose_mmi_path(matrix.shape[0], budget, in_place=matrix.dtype.str.endswith("f8")) == "exact":
+                selection = mmi_select(matrix, budget)
+            else:
+                click.echo(f"note: {matrix.shape[0]:,} rows are too many for exact MMI here; it runs on a "
+                           "low-rank-plus-diagonal approximation of kappa", err=True)
+                selection = mmi_select_lowrank(*lowrank_factor_from_kappa(matrix), budget)
         except ValueError as exc:
             raise UsageError(f"--kappa {kappa_file}: {exc}") from None
         if as_json:

@@ -350,6 +350,26 @@ MIGRATIONS: tuple[Migration, ...] = (
         ALTER TABLE task_features_v6 RENAME TO task_features;
         """,
     ),
+    Migration(
+        7,
+        "sparse kappa graph: which checkpoints have their nearest pairs",
+        """
+        -- Above `hubindex kappa --dense-max` checkpoints, kappa is a sparse graph: each checkpoint's
+        -- exact kappa to its `neighbors` highest of `candidates` found by fingerprint search, stored
+        -- in `kappa` like dense pairs. A row here says that search was done for the checkpoint at
+        -- that sha (its pairs may be fewer than `neighbors` rows of its own: pairs are stored once).
+        CREATE TABLE kappa_graph (
+            corpus_hash     VARCHAR NOT NULL,
+            centered        BOOLEAN NOT NULL,
+            checkpoint_id   VARCHAR NOT NULL,
+            checkpoint_sha  VARCHAR NOT NULL,
+            neighbors       INTEGER NOT NULL,
+            candidates      INTEGER NOT NULL,
+            computed_at     TIMESTAMP NOT NULL,
+            PRIMARY KEY (corpus_hash, centered, checkpoint_id)
+        );
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -101,6 +101,16 @@ class ProbeSettings:
 class KappaSettings:
     corpora: tuple[str, ...] | None = None  # None: the probe stage's corpora
     centered: bool = True
+    dense_max: int | None = None  # None: hubindex.relate.DENSE_MAX; above it, a sparse kappa graph
+    graph_neighbors: int | None = None  # None: GraphSettings' defaults
+    graph_candidates: int | None = None
+
+    def graph(self) -> Any:
+        """The sparse graph's hubindex.relate.GraphSettings, defaults where not given."""
+        from hubindex.relate import GraphSettings
+
+        default = GraphSettings()
+        return GraphSettings(self.graph_neighbors or default.neighbors, self.graph_candidates or default.candidates)
 
 
 @dataclass(frozen=True)
@@ -366,8 +376,16 @@ def _condition(where: str, condition: str | None) -> str | None:
 
 
 def _kappa_settings(where: str, table: Any) -> KappaSettings:
-    entry = _Table(where, table, ("corpora", "centered"))
-    return KappaSettings(corpora=entry.strings("corpora"), centered=entry.flag("centered", True))
+    entry = _Table(where, table, ("corpora", "centered", "dense_max", "graph_neighbors", "graph_candidates"))
+    settings = KappaSettings(corpora=entry.strings("corpora"), centered=entry.flag("centered", True),
+                             dense_max=entry.integer("dense_max", minimum=2),
+                             graph_neighbors=entry.integer("graph_neighbors"),
+                             graph_candidates=entry.integer("graph_candidates"))
+    graph = settings.graph()
+    if graph.neighbors > graph.candidates:
+        raise UsageError(f"{where} graph_neighbors ({graph.neighbors}) exceeds graph_candidates "
+                         f"({graph.candidates}); neighbours are chosen among the candidates")
+    return settings
 
 
 def _score_settings(where: str, table: Any) -> ScoreSettings:
@@ -789,7 +807,8 @@ class _Run:
                          max_items=choice.max_items, show_progress=False, executor=self.executor)
 
     def kappa(self, result: StageResult) -> None:
-        from hubindex.relate import resolve_corpus, update_fingerprints, update_kappa
+        from hubindex.fingerprints import update_fingerprints
+        from hubindex.relate import DENSE_MAX, resolve_corpus, update_kappa
 
         settings = self.config.kappa
         # By default, exactly the corpus contents this run probed (a name alone means its newest content).
@@ -806,7 +825,8 @@ class _Run:
                     except HubindexError as exc:  # nothing probed on it yet: nothing to relate
                         result.part(corpus=name, status="skipped", reason=_first_line(exc))
                         continue
-                    update = update_kappa(catalog, self.index.root, ref, settings.centered)
+                    update = update_kappa(catalog, self.index.root, ref, settings.centered,
+                                          dense_max=settings.dense_max or DENSE_MAX, graph=settings.graph())
                     added, kept = update_fingerprints(catalog, self.index.root, ref)
             except Exception as exc:
                 _raise_if_fatal(exc)

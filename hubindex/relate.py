@@ -1,8 +1,9 @@
-"""Relate probed checkpoints: the kappa table (incremental) and task fingerprints for neighbour search."""
+"""Relate probed checkpoints: the kappa table (incremental). Task fingerprints: `hubindex.fingerprints`."""
 
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -11,12 +12,18 @@ import numpy as np
 
 from hubindex.catalog import Catalog, utcnow
 from hubindex.errors import HubindexError, UsageError
-from hubindex.kappa import GRAM_BLOCK_BYTES, TensorSketch, _prepare, gram_inner_products, kappa_pair, kept_rows
-from hubindex.store import STORE_DIR, EmbeddingStore, StoreError, atomic_write_bytes
+from hubindex.kappa import (
+    GRAM_BLOCK_BYTES,
+    Prepared,
+    default_device,
+    gram_inner_products,
+    kappa_against,
+    kappa_pair,
+    prepare,
+)
+from hubindex.store import EmbeddingStore, StoreError
 
 DEFAULT_LAYER = "last"
-FINGERPRINT_DIM = 4096
-FINGERPRINT_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -28,6 +35,13 @@ class Probed:
     path: str
     file_sha256: str
     n_items: int
+    n_kept: int = 0
+    dim: int = 0
+
+    @property
+    def complete(self) -> bool:
+        """Kept every item: it takes the Gram route with every other complete checkpoint."""
+        return self.n_kept == self.n_items
 
 
 @dataclass(frozen=True)
@@ -59,7 +73,7 @@ def probed_checkpoints(catalog: Catalog, corpus: CorpusRef) -> list[Probed]:
     """The newest stored features of each checkpoint on a corpus, ordered by checkpoint id."""
     rows = catalog.conn.execute(
         """
-        SELECT checkpoint_id, checkpoint_sha, path, file_sha256, n_items FROM (
+        SELECT checkpoint_id, checkpoint_sha, path, file_sha256, n_items, n_kept, dim FROM (
             SELECT *, row_number() OVER (PARTITION BY checkpoint_id ORDER BY created_at DESC) AS newest
             FROM embeddings WHERE corpus_hash = ? AND layer = ?
         ) WHERE newest = 1 ORDER BY checkpoint_id
@@ -70,16 +84,22 @@ def probed_checkpoints(catalog: Catalog, corpus: CorpusRef) -> list[Probed]:
 
 
 class _FeatureCache:
-    """Loads each checkpoint's features once per command."""
+    """Each checkpoint's features, loaded once and kept while they fit in `max_bytes` (least recent out)."""
 
-    def __init__(self, store: EmbeddingStore) -> None:
+    def __init__(self, store: EmbeddingStore, max_bytes: int = 1 << 62) -> None:
         self.store = store
-        self.loaded: dict[str, np.ndarray] = {}
+        self.max_bytes = max_bytes
+        self.loaded: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def get(self, probed: Probed) -> np.ndarray:
-        if probed.checkpoint_id not in self.loaded:
-            self.loaded[probed.checkpoint_id] = self.store.read(probed.path, probed.n_items, probed.file_sha256)
-        return self.loaded[probed.checkpoint_id]
+        if probed.checkpoint_id in self.loaded:
+            self.loaded.move_to_end(probed.checkpoint_id)
+            return self.loaded[probed.checkpoint_id]
+        features = self.store.read(probed.path, probed.n_items, probed.file_sha256)
+        self.loaded[probed.checkpoint_id] = features
+        while sum(f.nbytes for f in self.loaded.values()) > self.max_bytes and len(self.loaded) > 1:
+            self.loaded.popitem(last=False)
+        return features
 
 
 @dataclass
@@ -90,13 +110,49 @@ class KappaUpdate:
     reused: int
     failed: list[str]
     seconds: float
+    graph: GraphSettings | None = None  # set when kappa is the sparse graph, not all pairs
 
     def line(self) -> str:
         failed = f", {len(self.failed)} checkpoints failed (see failures)" if self.failed else ""
+        kind = (f" (sparse graph: {self.graph.neighbors} highest of {self.graph.candidates} candidates each)"
+                if self.graph else "")
         return (
-            f"kappa on {self.corpus.name} ({self.corpus.content_hash[:12]}): {self.checkpoints} checkpoints, "
+            f"kappa on {self.corpus.name} ({self.corpus.content_hash[:12]}): {self.checkpoints} checkpoints{kind}, "
             f"{self.computed} pairs computed, {self.reused} reused{failed} in {self.seconds:.1f} s"
         )
+
+
+class _ProbedTable:
+    """The probed checkpoints as a DuckDB view `probed_now` (idx, id, sha) while the block runs."""
+
+    def __init__(self, catalog: Catalog, probed: list[Probed]) -> None:
+        import pyarrow as pa
+
+        self.catalog = catalog
+        self.table = pa.table({"idx": list(range(len(probed))), "id": [p.checkpoint_id for p in probed],
+                               "sha": [p.sha for p in probed]})
+
+    def __enter__(self) -> None:
+        self.catalog.conn.register("probed_now", self.table)
+
+    def __exit__(self, *exc: object) -> None:
+        self.catalog.conn.unregister("probed_now")
+
+
+# The kappa rows of one corpus between the probed checkpoints at their current shas.
+_CURRENT_PAIRS = (
+    "FROM (SELECT * FROM kappa WHERE corpus_hash = $hash AND centered = $centered) k "
+    "JOIN probed_now a ON k.checkpoint_a = a.id AND k.sha_a = a.sha "
+    "JOIN probed_now b ON k.checkpoint_b = b.id AND k.sha_b = b.sha"
+)
+
+
+def current_pair_count(catalog: Catalog, corpus: CorpusRef, centered: bool, probed: list[Probed]) -> int:
+    """How many kappa pairs of the probed checkpoints are stored at their current shas (counted in SQL)."""
+    with _ProbedTable(catalog, probed):
+        ((count,),) = catalog.conn.execute(f"SELECT count(*) {_CURRENT_PAIRS}",
+                                           {"hash": corpus.content_hash, "centered": centered}).fetchall()
+    return int(count)
 
 
 def missing_pairs(catalog: Catalog, corpus: CorpusRef, centered: bool,
@@ -106,26 +162,16 @@ def missing_pairs(catalog: Catalog, corpus: CorpusRef, centered: bool,
     Found in SQL: a count of the current pairs first - a no-op run stops there, loading no pair -
     then, only if some are missing, an anti-join of all pairs against the stored ones.
     """
-    import pyarrow as pa
-
     n = len(probed)
-    table = pa.table({"idx": list(range(n)), "id": [p.checkpoint_id for p in probed], "sha": [p.sha for p in probed]})
-    catalog.conn.register("probed_now", table)
-    try:
-        stored = ("SELECT checkpoint_a, checkpoint_b, sha_a, sha_b FROM kappa WHERE corpus_hash = $hash "
-                  "AND centered = $centered")
-        params = {"hash": corpus.content_hash, "centered": centered}
-        ((current,),) = catalog.conn.execute(
-            f"SELECT count(*) FROM ({stored}) k JOIN probed_now a ON k.checkpoint_a = a.id AND k.sha_a = a.sha "
-            "JOIN probed_now b ON k.checkpoint_b = b.id AND k.sha_b = b.sha", params).fetchall()
-        if current == n * (n - 1) // 2:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    if current_pair_count(catalog, corpus, centered, probed) == n * (n - 1) // 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    with _ProbedTable(catalog, probed):
         found = catalog.conn.execute(
-            f"SELECT a.idx AS i, b.idx AS j FROM probed_now a JOIN probed_now b ON a.id < b.id "
-            f"ANTI JOIN ({stored}) k ON k.checkpoint_a = a.id AND k.checkpoint_b = b.id "
-            "AND k.sha_a = a.sha AND k.sha_b = b.sha ORDER BY i, j", params).fetchnumpy()
-    finally:
-        catalog.conn.unregister("probed_now")
+            "SELECT a.idx AS i, b.idx AS j FROM probed_now a JOIN probed_now b ON a.id < b.id "
+            "ANTI JOIN (SELECT checkpoint_a, checkpoint_b, sha_a, sha_b FROM kappa WHERE corpus_hash = $hash "
+            "AND centered = $centered) k ON k.checkpoint_a = a.id AND k.checkpoint_b = b.id "
+            "AND k.sha_a = a.sha AND k.sha_b = b.sha ORDER BY i, j",
+            {"hash": corpus.content_hash, "centered": centered}).fetchnumpy()
     return found["i"].astype(np.int64), found["j"].astype(np.int64)
 
 
@@ -134,99 +180,315 @@ def covering_checkpoints(first: np.ndarray, second: np.ndarray, n: int) -> np.nd
 
     New or changed checkpoints miss pairs with everyone; the others only with them. So after a
     few new checkpoints, kappa is computed for those rows against every column, not for all rows.
+    Each step visits only the pairs of the checkpoint it picks, so the whole cover costs O(pairs).
     """
+    if len(first) == n * (n - 1) // 2:  # every pair: every checkpoint is a row (a first run)
+        return np.arange(n)
+    ends = np.concatenate([first, second])
+    pair_of_end = np.concatenate([np.arange(len(first)), np.arange(len(second))])
+    order = np.argsort(ends, kind="stable")
+    starts = np.searchsorted(ends[order], np.arange(n + 1))
     remaining = np.ones(len(first), dtype=bool)
-    degree = np.bincount(first, minlength=n) + np.bincount(second, minlength=n)
+    degree = np.bincount(ends, minlength=n)
     cover = []
-    while remaining.any():
+    while degree.max(initial=0) > 0:
         if len(cover) >= n // 2:  # rows x all would cost as much as all pairs at once (symmetric)
             return np.arange(n)
         v = int(np.argmax(degree))
         cover.append(v)
-        hit = remaining & ((first == v) | (second == v))
-        remaining &= ~hit
+        pairs = pair_of_end[order[starts[v]:starts[v + 1]]]
+        hit = pairs[remaining[pairs]]
+        remaining[hit] = False
         degree -= np.bincount(first[hit], minlength=n) + np.bincount(second[hit], minlength=n)
     return np.array(sorted(cover), dtype=np.int64)
+
+
+# Features held at once by catalog kappa: a chunk of row checkpoints and a chunk of columns, in
+# float32. Bigger chunks recompute fewer Gram bands (a column's bands are formed once per row
+# chunk: 2 d / chunk of the pair products' work), smaller ones bound memory for any n.
+KAPPA_FEATURE_BYTES = 2 * 1024**3
+# Above this many checkpoints on a corpus, kappa is a sparse graph rather than all pairs. Near
+# the point where the two cost the same on m = 2,000 items, d = 384: all pairs cost about
+# n m^2 / 2 per checkpoint, the graph 2 C m d^2 (C candidates re-ranked exactly); and 10^4
+# checkpoints already make 5 10^7 rows.
+DENSE_MAX = 10_000
+
+
+@dataclass(frozen=True)
+class GraphSettings:
+    """The sparse kappa graph: each checkpoint's `neighbors` highest exact kappa among `candidates`."""
+
+    neighbors: int = 32
+    candidates: int = 128
+    batch: int = 256  # checkpoints searched and committed together
 
 
 def update_kappa(
     catalog: Catalog, index_root: Path, corpus: CorpusRef, centered: bool = True,
     progress: Callable[[int], Any] | None = None, block_bytes: int = GRAM_BLOCK_BYTES,
+    feature_bytes: int = KAPPA_FEATURE_BYTES, device: str | None = "auto", dense_max: int = DENSE_MAX,
+    graph: GraphSettings | None = None,
 ) -> KappaUpdate:
     """Compute the kappa pairs the catalog lacks (new checkpoints, or ones whose sha changed).
 
-    Pairs of checkpoints that kept every item go through the Gram route (`gram_inner_products`):
-    the rows are a few checkpoints that touch every missing pair (`covering_checkpoints`), the
-    columns every checkpoint, so an incremental run costs (new x all) pairs, a first run all pairs
-    at once, and memory is one band of the item Gram matrices plus the features. Pairs with a
-    checkpoint that dropped items (e.g. words lost to truncation) are compared on the items both
-    kept, one pair at a time.
+    Pairs of checkpoints that kept every item go through the Gram route (`gram_inner_products`)
+    in blocks: the rows are a few checkpoints that touch every missing pair
+    (`covering_checkpoints`), the columns the checkpoints they pair with, each side cut into chunks
+    whose float32 features fit in half of `feature_bytes`. An incremental run so costs (new x all)
+    pairs, a first run all pairs, and memory is two chunks of features plus one band of the item
+    Gram matrices (`block_bytes`), whatever n. Each block's pairs are committed as it finishes, so
+    an interrupted run keeps them and the next run computes only the rest. `device` "auto" is
+    the GPU when torch sees one. Pairs with a checkpoint that dropped items (e.g. words lost to
+    truncation) are compared on the items both kept, one pair at a time.
+
+    Above `dense_max` checkpoints all pairs are no longer computed: see `update_kappa_graph`.
     """
     started = time.monotonic()
     probed = probed_checkpoints(catalog, corpus)
     n = len(probed)
+    if n > dense_max:
+        return update_kappa_graph(catalog, index_root, corpus, centered, probed, graph, progress, started, device)
     first, second = missing_pairs(catalog, corpus, centered, probed)
     reused = n * (n - 1) // 2 - len(first)
-    failed: set[str] = set()
     if not len(first):
         return KappaUpdate(corpus, n, 0, reused, [], time.monotonic() - started)
-    cache = _FeatureCache(EmbeddingStore(index_root))
+    run = _KappaRun(catalog, index_root, corpus, centered, probed, progress)
+    complete = np.array([p.complete for p in probed])
+    gram = complete[first] & complete[second]
+    if gram.any():
+        if device == "auto":
+            device = default_device()
+        run.gram_blocks(first[gram], second[gram], block_bytes, feature_bytes, device)
+    run.pairwise(first[~gram], second[~gram], feature_bytes)
+    return KappaUpdate(corpus, n, run.computed, reused, sorted(run.failed), time.monotonic() - started)
 
-    def load(position: int) -> np.ndarray | None:
-        p = probed[position]
-        if p.checkpoint_id in failed:
+
+class _KappaRun:
+    """One `update_kappa` run: loads features (recording unreadable or constant ones), writes pairs."""
+
+    def __init__(self, catalog: Catalog, index_root: Path, corpus: CorpusRef, centered: bool,
+                 probed: list[Probed], progress: Callable[[int], Any] | None) -> None:
+        self.catalog, self.corpus, self.centered, self.probed = catalog, corpus, centered, probed
+        self.store = EmbeddingStore(index_root)
+        self.progress = progress
+        self.failed: set[str] = set()
+        self.computed = 0
+
+    def _fail(self, subject: str, kind: str, message: str) -> None:
+        self.failed.add(subject)
+        self.catalog.record_failure(None, "kappa", subject, kind, message)
+
+    def _read(self, position: int, cache: _FeatureCache | None = None) -> np.ndarray | None:
+        p = self.probed[position]
+        if p.checkpoint_id in self.failed:
             return None
         try:
-            return cache.get(p)
+            return cache.get(p) if cache is not None else self.store.read(p.path, p.n_items, p.file_sha256)
         except StoreError as exc:  # recorded; the other pairs go on
-            failed.add(p.checkpoint_id)
-            catalog.record_failure(None, "kappa", p.checkpoint_id, "store", str(exc))
+            self._fail(p.checkpoint_id, "store", str(exc))
             return None
 
-    involved = np.unique(np.concatenate([first, second]))
-    features = {int(v): f for v in involved if (f := load(int(v))) is not None}
-    complete = {v for v, f in features.items() if bool(kept_rows(f).all())}
-    rows = [int(v) for v in covering_checkpoints(first, second, n) if int(v) in complete]
-    columns = sorted(complete)
-    values: dict[tuple[int, int], tuple[float, int]] = {}
-    if rows and len(columns) > 1:
-        prepared = {v: _prepare(features[v], None, centered) for v in columns}
-        if any(not np.any(prepared[v]) for v in columns):
-            constant = [probed[v].checkpoint_id for v in columns if not np.any(prepared[v])]
-            raise HubindexError(f"constant features (kappa undefined) for {', '.join(constant[:3])}")
-        symmetric = rows == columns
-        products = gram_inner_products([prepared[v] for v in rows],
-                                       None if symmetric else [prepared[v] for v in columns], block_bytes)
-        kappa = products.kappa()
-        row_of = {v: r for r, v in enumerate(rows)}
-        column_of = {v: c for c, v in enumerate(columns)}
-        m = next(iter(features.values())).shape[0]
+    def _prepared(self, position: int) -> np.ndarray | None:
+        """Centred (if kappa is) float32 features of a complete checkpoint; None if unreadable or constant."""
+        features = self._read(position)
+        if features is None:
+            return None
+        mean = features.mean(axis=0, dtype=np.float64, keepdims=True) if self.centered else 0.0
+        prepared = (features - mean).astype(np.float32)
+        if not np.any(prepared):
+            self._fail(self.probed[position].checkpoint_id, "kappa", "constant features: kappa is undefined")
+            return None
+        return prepared
+
+    def write(self, first: np.ndarray, second: np.ndarray, values: np.ndarray, n_items: np.ndarray) -> None:
+        """Insert the pairs (positions i < j) with their values, in one transaction."""
+        now = utcnow()
+        rows = [(self.corpus.name, self.corpus.content_hash, self.centered, self.probed[i].checkpoint_id,
+                 self.probed[j].checkpoint_id, self.probed[i].sha, self.probed[j].sha, float(v), int(c), now)
+                for i, j, v, c in zip(first.tolist(), second.tolist(), values.tolist(), n_items.tolist())]
+        if rows:
+            _write_pairs(self.catalog, rows)
+            self.computed += len(rows)
+            if self.progress:
+                self.progress(len(rows))
+
+    def gram_blocks(self, first: np.ndarray, second: np.ndarray, block_bytes: int, feature_bytes: int,
+                    device: str | None) -> None:
+        n = len(self.probed)
+        covering = np.zeros(n, dtype=bool)
+        covering[covering_checkpoints(first, second, n)] = True
+        swap = ~covering[first]  # each pair's row is its covering end
+        row, column = np.where(swap, second, first), np.where(swap, first, second)
+        m = self.probed[0].n_items
+        dim = max(self.probed[int(v)].dim for v in np.union1d(row, column))
+        per_chunk = max(1, feature_bytes // 2 // max(1, 4 * m * dim))
+        row_chunk = _chunk_numbers(row, per_chunk, n)
+        column_chunk = _chunk_numbers(column, per_chunk, n)
+        order = np.lexsort((column_chunk[column], row_chunk[row]))
+        row, column = row[order], column[order]
+        keys = row_chunk[row] * (n + 1) + column_chunk[column]
+        bounds = np.flatnonzero(np.diff(keys)) + 1
+        held: dict[int, np.ndarray | None] = {}  # the current row chunk's features
+        current_row_chunk = -1
+        for block_rows, block_columns in zip(np.split(row, bounds), np.split(column, bounds)):
+            if row_chunk[block_rows[0]] != current_row_chunk:
+                current_row_chunk = int(row_chunk[block_rows[0]])
+                held = {int(v): self._prepared(int(v)) for v in np.unique(block_rows)}
+            else:
+                held.update({int(v): self._prepared(int(v)) for v in np.unique(block_rows) if int(v) not in held})
+            column_features = {int(v): held[int(v)] if int(v) in held else self._prepared(int(v))
+                               for v in np.unique(block_columns)}
+            self._gram_block(block_rows, block_columns, held, column_features, block_bytes, device)
+            del column_features
+
+    def _gram_block(self, rows: np.ndarray, columns: np.ndarray, row_features: dict[int, np.ndarray | None],
+                    column_features: dict[int, np.ndarray | None], block_bytes: int, device: str | None) -> None:
+        usable = np.array([row_features[int(i)] is not None and column_features[int(j)] is not None
+                           for i, j in zip(rows.tolist(), columns.tolist())], dtype=bool)
+        rows, columns = rows[usable], columns[usable]
+        if not len(rows):
+            return
+        row_ids, column_ids = np.unique(rows), np.unique(columns)
+        union = np.union1d(row_ids, column_ids)
+        if len(union) ** 2 <= 2 * len(row_ids) * len(column_ids):  # one symmetric pass is cheaper
+            features = {**row_features, **column_features}
+            kappa = gram_inner_products([features[int(v)] for v in union], block_bytes=block_bytes,
+                                        device=device).kappa()
+            row_ids = column_ids = union
+        else:
+            kappa = gram_inner_products([row_features[int(v)] for v in row_ids],
+                                        [column_features[int(v)] for v in column_ids],
+                                        block_bytes=block_bytes, device=device).kappa()
+        values = kappa[np.searchsorted(row_ids, rows), np.searchsorted(column_ids, columns)]
+        low, high = np.minimum(rows, columns), np.maximum(rows, columns)
+        self.write(low, high, values, np.full(len(rows), self.probed[0].n_items))
+
+    def pairwise(self, first: np.ndarray, second: np.ndarray, feature_bytes: int) -> None:
+        """Pairs with a checkpoint that dropped items, each on the items both kept."""
+        if not len(first):
+            return
+        cache = _FeatureCache(self.store, feature_bytes)
+        done_first, done_second, values, counts = [], [], [], []
         for i, j in zip(first.tolist(), second.tolist()):
-            if i in complete and j in complete:
-                if i in row_of:
-                    values[(i, j)] = (float(kappa[row_of[i], column_of[j]]), m)
-                elif j in row_of:
-                    values[(i, j)] = (float(kappa[row_of[j], column_of[i]]), m)
-    new_rows = []
-    for i, j in zip(first.tolist(), second.tolist()):
-        a, b = probed[i], probed[j]
-        if (i, j) not in values:
-            fa, fb = features.get(i), features.get(j)
+            fa, fb = self._read(i, cache), self._read(j, cache)
             if fa is None or fb is None:
                 continue
             try:
-                values[(i, j)] = kappa_pair(fa, fb, centered)
+                value, used = kappa_pair(fa, fb, self.centered)
             except ValueError as exc:
-                catalog.record_failure(None, "kappa", f"{a.checkpoint_id}|{b.checkpoint_id}", "kappa", str(exc))
+                a, b = self.probed[i].checkpoint_id, self.probed[j].checkpoint_id
+                self.catalog.record_failure(None, "kappa", f"{a}|{b}", "kappa", str(exc))
                 continue
-        value, n_items = values[(i, j)]
-        new_rows.append((corpus.name, corpus.content_hash, centered, a.checkpoint_id, b.checkpoint_id,
-                         a.sha, b.sha, value, n_items, utcnow()))
-    if new_rows:
-        _write_pairs(catalog, new_rows)
-        if progress:
-            progress(len(new_rows))
-    return KappaUpdate(corpus, n, len(new_rows), reused, sorted(failed), time.monotonic() - started)
+            done_first.append(i), done_second.append(j), values.append(value), counts.append(used)
+        self.write(np.array(done_first, np.int64), np.array(done_second, np.int64), np.array(values),
+                   np.array(counts, np.int64))
+
+
+def update_kappa_graph(
+    catalog: Catalog, index_root: Path, corpus: CorpusRef, centered: bool, probed: list[Probed],
+    graph: GraphSettings | None = None, progress: Callable[[int], Any] | None = None,
+    started: float | None = None, device: str | None = "auto",
+) -> KappaUpdate:
+    """The sparse kappa graph: for every checkpoint not yet searched at its sha, exact kappa to the
+    `graph.neighbors` highest of its `graph.candidates` fingerprint candidates, stored in `kappa`
+    like dense pairs (a pair found from both ends is stored once) and marked in `kappa_graph`.
+
+    Cost per checkpoint: one fingerprint search plus C exact kappas by the feature route (m d^2
+    each), so a run is linear in the new checkpoints, whatever n. The fingerprints are brought up
+    to date first. A checkpoint searched earlier keeps its pairs; newer checkpoints that are its
+    neighbours add their pairs with it from their side.
+    """
+    from hubindex.fingerprints import fingerprint_candidates, update_fingerprints
+
+    started = time.monotonic() if started is None else started
+    graph = graph or GraphSettings()
+    device = default_device() if device == "auto" else device
+    update_fingerprints(catalog, index_root, corpus)
+    with _ProbedTable(catalog, probed):
+        todo_ids = {cid for (cid,) in catalog.conn.execute(
+            "SELECT p.id FROM probed_now p ANTI JOIN kappa_graph g ON g.checkpoint_id = p.id "
+            "AND g.checkpoint_sha = p.sha AND g.corpus_hash = ? AND g.centered = ?",
+            [corpus.content_hash, centered]).fetchall()}
+    position = {p.checkpoint_id: k for k, p in enumerate(probed)}
+    todo = [p for p in probed if p.checkpoint_id in todo_ids]
+    run = _KappaRun(catalog, index_root, corpus, centered, probed, progress)
+    prepared = _PreparedCache(run, KAPPA_FEATURE_BYTES)
+    before = run.computed
+    for start in range(0, len(todo), graph.batch):
+        batch = todo[start:start + graph.batch]
+        candidates = fingerprint_candidates(catalog, index_root, corpus, [p.checkpoint_id for p in batch],
+                                            graph.candidates)
+        pairs: dict[tuple[int, int], tuple[float, int]] = {}
+        searched = []
+        for p in batch:
+            query = prepared.get(position[p.checkpoint_id])
+            if query is None:
+                continue
+            others = [position[c] for c in candidates[p.checkpoint_id]]
+            others = [o for o in others if prepared.get(o) is not None]
+            values = kappa_against(query, [prepared.get(o) for o in others], centered, device) if others else []
+            for k in np.argsort(values)[::-1][:graph.neighbors]:
+                o = others[int(k)]
+                i, j = sorted((position[p.checkpoint_id], o))
+                pairs[(i, j)] = (float(values[int(k)]), int((query.rows & prepared.get(o).rows).sum()))
+            searched.append(p)
+        first = np.array([i for i, _ in pairs], dtype=np.int64)
+        second = np.array([j for _, j in pairs], dtype=np.int64)
+        values = np.array([v for v, _ in pairs.values()])
+        counts = np.array([c for _, c in pairs.values()], dtype=np.int64)
+        now = utcnow()
+        marks = [(corpus.content_hash, centered, p.checkpoint_id, p.sha, graph.neighbors, graph.candidates, now)
+                 for p in searched]
+        with catalog.transaction():  # the pairs and the marks of one batch together
+            run.write(first, second, values, counts)
+            if marks:
+                catalog.conn.executemany("INSERT OR REPLACE INTO kappa_graph VALUES (?, ?, ?, ?, ?, ?, ?)", marks)
+    stored = catalog.conn.execute(
+        "SELECT count(*) FROM kappa WHERE corpus_hash = ? AND centered = ?", [corpus.content_hash, centered]
+    ).fetchone()[0]
+    computed = run.computed - before
+    return KappaUpdate(corpus, len(probed), computed, max(0, stored - computed), sorted(run.failed),
+                       time.monotonic() - started, graph=graph)
+
+
+class _PreparedCache:
+    """`kappa.prepare`d features by checkpoint position, least recently used out past `max_bytes`."""
+
+    def __init__(self, run: _KappaRun, max_bytes: int) -> None:
+        self.run, self.max_bytes = run, max_bytes
+        self.held: OrderedDict[int, Prepared | None] = OrderedDict()
+        self.bytes = 0
+
+    def get(self, position: int) -> Prepared | None:
+        if position in self.held:
+            self.held.move_to_end(position)
+            return self.held[position]
+        features = self.run._read(position)
+        prepared = None
+        if features is not None:
+            prepared = prepare(features, self.run.centered)
+            if prepared.norm == 0.0:
+                self.run._fail(self.run.probed[position].checkpoint_id, "kappa",
+                               "constant features: kappa is undefined")
+                prepared = None
+        self.held[position] = prepared
+        self.bytes += _prepared_bytes(prepared)
+        while self.bytes > self.max_bytes and len(self.held) > 1:
+            _, dropped = self.held.popitem(last=False)
+            self.bytes -= _prepared_bytes(dropped)
+        return prepared
+
+
+def _prepared_bytes(prepared: Prepared | None) -> int:
+    return 0 if prepared is None else prepared.features.nbytes + prepared.values.nbytes
+
+
+def _chunk_numbers(positions: np.ndarray, per_chunk: int, n: int) -> np.ndarray:
+    """For each of n positions, the chunk its rank among the distinct `positions` falls in."""
+    distinct = np.unique(positions)
+    chunks = np.full(n, -1, dtype=np.int64)
+    chunks[distinct] = np.arange(len(distinct)) // per_chunk
+    return chunks
 
 
 def _write_pairs(catalog: Catalog, rows: list[tuple[Any, ...]]) -> None:
@@ -241,114 +503,42 @@ def _write_pairs(catalog: Catalog, rows: list[tuple[Any, ...]]) -> None:
 
 
 def kappa_matrix_from_catalog(
-    catalog: Catalog, corpus: CorpusRef, centered: bool = True
+    catalog: Catalog, corpus: CorpusRef, centered: bool = True, only: set[str] | None = None,
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(checkpoint ids, kappa matrix, items per pair) of every probed checkpoint with all its pairs."""
-    probed = probed_checkpoints(catalog, corpus)
-    position = {p.checkpoint_id: i for i, p in enumerate(probed)}
-    shas = {p.checkpoint_id: p.sha for p in probed}
+    """(checkpoint ids, kappa matrix, items per pair) of the probed checkpoints (those in `only`)
+    whose pairs are all stored; a checkpoint lacking pairs is left out, most gaps first.
+
+    Filled from one SQL join read as numpy columns (n^2 / 2 rows at n checkpoints, no Python loop).
+    """
+    probed = [p for p in probed_checkpoints(catalog, corpus) if only is None or p.checkpoint_id in only]
     n = len(probed)
     values = np.full((n, n), np.nan)
     counts = np.zeros((n, n), dtype=np.int64)
     np.fill_diagonal(values, 1.0)
-    for a, b, sha_a, sha_b, value, n_items in catalog.conn.execute(
-        "SELECT checkpoint_a, checkpoint_b, sha_a, sha_b, value, n_items FROM kappa "
-        "WHERE corpus_hash = ? AND centered = ?",
-        [corpus.content_hash, centered],
-    ).fetchall():
-        if a in position and b in position and (shas[a], shas[b]) == (sha_a, sha_b):
-            i, j = position[a], position[b]
-            values[i, j] = values[j, i] = value
-            counts[i, j] = counts[j, i] = n_items
-    complete = ~np.isnan(values).any(axis=1)
+    with _ProbedTable(catalog, probed):
+        pairs = catalog.conn.execute(f"SELECT a.idx AS i, b.idx AS j, k.value, k.n_items {_CURRENT_PAIRS}",
+                                     {"hash": corpus.content_hash, "centered": centered}).fetchnumpy()
+    i, j = pairs["i"].astype(np.int64), pairs["j"].astype(np.int64)
+    values[i, j] = values[j, i] = pairs["value"]
+    counts[i, j] = counts[j, i] = pairs["n_items"]
+    for position, p in enumerate(probed):
+        counts[position, position] = p.n_kept
+    complete = _without_missing_pairs(np.isnan(values))
     ids = [p.checkpoint_id for p, keep in zip(probed, complete) if keep]
     return ids, values[np.ix_(complete, complete)], counts[np.ix_(complete, complete)]
 
 
-# ------------------------------------------------------------------------------ fingerprints
+def _without_missing_pairs(missing: np.ndarray) -> np.ndarray:
+    """Rows to keep so that no kept pair is missing: the checkpoints with most missing pairs go first.
 
-
-def fingerprint_path(corpus: CorpusRef, dim: int) -> str:
-    return f"{STORE_DIR}/fingerprints/{corpus.content_hash[:16]}-{dim}.faiss"
-
-
-def _load_fingerprint_index(index_root: Path, relative: str, dim: int) -> Any:
-    import faiss
-
-    path = index_root / relative
-    if not path.is_file():
-        return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-    try:
-        return faiss.read_index(str(path))
-    except RuntimeError as exc:
-        raise StoreError(f"fingerprint index unreadable: {path} ({str(exc).splitlines()[0]}); delete it to rebuild") from None
-
-
-def update_fingerprints(
-    catalog: Catalog, index_root: Path, corpus: CorpusRef, dim: int = FINGERPRINT_DIM,
-    seed: int = FINGERPRINT_SEED,
-) -> tuple[int, int]:
-    """Sketch the checkpoints without an up-to-date fingerprint; return (added, kept)."""
-    import faiss
-
-    probed = probed_checkpoints(catalog, corpus)
-    if not probed:
-        return 0, 0
-    current = {
-        cid: (sha, fp_id)
-        for cid, sha, fp_id in catalog.conn.execute(
-            "SELECT checkpoint_id, checkpoint_sha, fp_id FROM fingerprints WHERE corpus_hash = ? AND dim = ? AND seed = ?",
-            [corpus.content_hash, dim, seed],
-        ).fetchall()
-    }
-    todo = [p for p in probed if current.get(p.checkpoint_id, (None,))[0] != p.sha]
-    if not todo:
-        return 0, len(current)
-    relative = fingerprint_path(corpus, dim)
-    index = _load_fingerprint_index(index_root, relative, dim)
-    # The table is the truth: drop rows a crash left behind and rows being replaced.
-    replaced = {p.checkpoint_id for p in todo}
-    keep_ids = {fp for cid, (_, fp) in current.items() if cid not in replaced}
-    present = faiss.vector_to_array(index.id_map).astype(np.int64) if index.ntotal else np.array([], np.int64)
-    stale = np.array([i for i in present if i not in keep_ids], dtype=np.int64)
-    if stale.size:
-        index.remove_ids(stale)
-    sketch = TensorSketch(probed[0].n_items, dim, seed)
-    features = _FeatureCache(EmbeddingStore(index_root))
-    next_id = catalog.conn.execute("SELECT coalesce(max(fp_id), 0) FROM fingerprints").fetchone()[0] + 1
-    rows = []
-    for offset, p in enumerate(todo):
-        vector = sketch.fingerprint(features.get(p))
-        fp_id = next_id + offset
-        index.add_with_ids(vector[None, :], np.array([fp_id], dtype=np.int64))
-        rows.append((corpus.content_hash, p.checkpoint_id, p.sha, fp_id, dim, seed, utcnow()))
-    atomic_write_bytes(index_root / relative, faiss.serialize_index(index).tobytes())
-    with catalog.transaction():
-        catalog.conn.executemany(
-            "INSERT OR REPLACE INTO fingerprints VALUES (?, ?, ?, ?, ?, ?, ?)", rows
-        )
-    return len(rows), len(keep_ids)
-
-
-def nearest_checkpoints(
-    catalog: Catalog, index_root: Path, corpus: CorpusRef, checkpoint_id: str, k: int,
-    dim: int = FINGERPRINT_DIM,
-) -> list[tuple[str, float]]:
-    """The k checkpoints whose fingerprints have the largest inner product (estimated kappa)."""
-    row = catalog.conn.execute(
-        "SELECT fp_id FROM fingerprints WHERE corpus_hash = ? AND checkpoint_id = ? AND dim = ?",
-        [corpus.content_hash, checkpoint_id, dim],
-    ).fetchone()
-    if row is None:
-        raise UsageError(
-            f"{checkpoint_id} has no fingerprint on corpus {corpus.name}; probe it and run `hubindex kappa`"
-        )
-    index = _load_fingerprint_index(index_root, fingerprint_path(corpus, dim), dim)
-    names = dict(catalog.conn.execute(
-        "SELECT fp_id, checkpoint_id FROM fingerprints WHERE corpus_hash = ? AND dim = ?",
-        [corpus.content_hash, dim],
-    ).fetchall())
-    query = index.reconstruct(int(row[0]))[None, :]
-    scores, ids = index.search(query, min(k + 1, index.ntotal))
-    found = [(names[i], float(s)) for s, i in zip(scores[0], ids[0]) if i in names and names[i] != checkpoint_id]
-    return found[:k]
+    A checkpoint probed after the last `hubindex kappa` lacks its pairs with everyone; dropping it
+    keeps the others, where dropping every row with a gap would drop them all.
+    """
+    keep = np.ones(len(missing), dtype=bool)
+    gaps = missing.sum(axis=1)
+    while gaps.max(initial=0) > 0:
+        worst = int(np.argmax(gaps))
+        keep[worst] = False
+        gaps -= missing[:, worst]
+        gaps[worst] = 0
+    return keep

@@ -55,18 +55,58 @@ def query_class(name: str) -> type[Query]:
     return registered[name].component
 
 
-def _pool_kappa(catalog: Catalog, pool: list[dict[str, Any]], corpus: str | None) -> tuple[str, list[str], np.ndarray]:
-    """(corpus name, ids, kappa) of the pool's checkpoints that have kappa on the corpus."""
-    from hubindex.relate import kappa_matrix_from_catalog, resolve_corpus
+@dataclass
+class PoolKappa:
+    """kappa of the pool on one corpus: dense (ids, matrix) or low-rank (ids, F, d); see QueryContext."""
+
+    corpus: str
+    dense: tuple[list[str], np.ndarray] | None = None
+    lowrank: tuple[list[str], np.ndarray, np.ndarray] | None = None
+    note: str | None = None
+
+    @property
+    def ids(self) -> list[str]:
+        return (self.dense or self.lowrank)[0]  # type: ignore[index]
+
+
+def _pool_kappa(catalog: Catalog, index_root: Any, pool: list[dict[str, Any]], corpus: str | None,
+                budget: int) -> PoolKappa:
+    """kappa of the pool's checkpoints on the corpus: the stored pairs where they are all there and
+    the exact MMI fits; else, when kappa is a sparse graph or the pool is too large, the low-rank
+    approximation from the fingerprints (hubindex.selection.lowrank_factor_from_features)."""
+    from hubindex.relate import current_pair_count, kappa_matrix_from_catalog, probed_checkpoints, resolve_corpus
+    from hubindex.selection import LOWRANK_RANK, choose_mmi_path
 
     ref = resolve_corpus(catalog, corpus)
-    ids, values, _ = kappa_matrix_from_catalog(catalog, ref)
     wanted = {row["checkpoint_id"] for row in pool}
-    keep = [i for i, cid in enumerate(ids) if cid in wanted]
-    if not keep:
+    probed = [p for p in probed_checkpoints(catalog, ref) if p.checkpoint_id in wanted]
+    n = len(probed)
+    complete = current_pair_count(catalog, ref, True, probed) == n * (n - 1) // 2
+    sparse = not complete and _is_sparse_graph(catalog, ref.content_hash)
+    if sparse or choose_mmi_path(n, budget) != "exact":
+        from hubindex.fingerprints import fingerprint_matrix
+        from hubindex.selection import lowrank_factor_from_features
+
+        ids, fingerprints = fingerprint_matrix(catalog, index_root, ref)
+        keep = [k for k, cid in enumerate(ids) if cid in wanted]
+        if not keep:
+            raise HubindexError(f"no checkpoint of the pool has a fingerprint on {ref.name}; run `hubindex probe` "
+                                f"and `hubindex kappa --corpus {ref.name}` first")
+        rank = min(LOWRANK_RANK, len(keep), fingerprints.shape[1])
+        factors, diagonal = lowrank_factor_from_features(fingerprints[keep], rank)
+        why = "kappa is a sparse graph" if sparse else f"{n:,} checkpoints are too many for exact MMI"
+        return PoolKappa(ref.name, lowrank=([ids[k] for k in keep], factors, diagonal),
+                         note=f"{why}: MMI runs on a rank-{rank} approximation of kappa from the fingerprints")
+    ids, values, _ = kappa_matrix_from_catalog(catalog, ref, only=wanted)
+    if not ids:
         raise HubindexError(f"no checkpoint of the pool has kappa on {ref.name}; run `hubindex probe` and "
                             f"`hubindex kappa --corpus {ref.name}` first")
-    return ref.name, [ids[i] for i in keep], values[np.ix_(keep, keep)]
+    return PoolKappa(ref.name, dense=(ids, values))
+
+
+def _is_sparse_graph(catalog: Catalog, corpus_hash: str) -> bool:
+    return catalog.conn.execute("SELECT count(*) > 0 FROM kappa_graph WHERE corpus_hash = ?",
+                                [corpus_hash]).fetchone()[0]
 
 
 def _runnable_on_task(catalog: Catalog, task: str, pool: list[dict[str, Any]], notes: list[str]) -> list[dict[str, Any]]:
@@ -118,12 +158,16 @@ def run_search(index: Index, strategy: str, budget: int, task: str | None = None
                              f"score for task {task!r}: only a task-agnostic pick can choose them")
         if USES_KAPPA in query_cls.uses:
             if kappa is None:
-                corpus, ids, values = _pool_kappa(catalog, pool, corpus)
-                if where is not None and len(ids) < len(pool):  # without --where most rows are never probed
-                    notes.append(f"{len(pool) - len(ids)} of {len(pool)} checkpoints in the pool have no kappa "
-                                 f"on {corpus} and were left out")
-                kappa = (ids, values)
-            context.kappa = kappa
+                found = _pool_kappa(catalog, index.root, pool, corpus, budget)
+                corpus = found.corpus
+                if found.note:
+                    notes.append(found.note)
+                if where is not None and len(found.ids) < len(pool):  # without --where most rows are never probed
+                    notes.append(f"{len(pool) - len(found.ids)} of {len(pool)} checkpoints in the pool have no "
+                                 f"kappa on {corpus} and were left out")
+                context.kappa, context.kappa_lowrank = found.dense, found.lowrank
+            else:
+                context.kappa = kappa
         picks = query_cls().select(context, budget)
         # The task is kept even for task-free strategies: their picks for it can then be compared in SQL.
         result = SearchResult(strategy, budget, picks, len(pool), task=task,

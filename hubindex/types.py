@@ -381,8 +381,10 @@ class QueryContext:
     """What a query sees: the candidate pool (catalog rows) and what the command line gave it.
 
     `pool` holds the catalog rows of the candidates (all checkpoints, or those matching
-    --where), ordered by checkpoint_id. `catalog` is open read-only. `kappa` is set for queries
-    that use it: (checkpoint ids, matrix) of the pool's checkpoints on one corpus.
+    --where), ordered by checkpoint_id. `catalog` is open read-only. For queries that use kappa,
+    one of two is set: `kappa`, (checkpoint ids, n x n matrix) of the pool's checkpoints on one
+    corpus; or, where n x n would not fit or kappa is a sparse graph, `kappa_lowrank`, (checkpoint
+    ids, F, d) with kappa ~= F F^T + diag(d) (n x r and n) from the checkpoints' fingerprints.
     """
 
     catalog: Any
@@ -392,6 +394,7 @@ class QueryContext:
     metric_higher_is_better: bool = True
     seed: int = 0
     kappa: tuple[list[str], np.ndarray] | None = None
+    kappa_lowrank: tuple[list[str], np.ndarray, np.ndarray] | None = None
 
     def task_scores(self) -> dict[str, float]:
         """{checkpoint_id: value} of the task's scores for the metric, over the pool."""

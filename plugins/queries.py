@@ -153,11 +153,15 @@ class MaximumMutualInformation(Query):
     uses = frozenset({USES_KAPPA})
 
     def select(self, context: QueryContext, budget: int) -> list[Pick]:
-        from hubindex.selection import mmi_select
+        from hubindex.selection import mmi_select, mmi_select_lowrank
 
-        assert context.kappa is not None  # the core provides it (uses = kappa)
-        ids, kappa = context.kappa
-        selection = mmi_select(kappa, min(budget, len(ids)))
+        if context.kappa is not None:
+            ids, kappa = context.kappa
+            selection = mmi_select(kappa, min(budget, len(ids)))
+        else:
+            assert context.kappa_lowrank is not None  # the core provides one of them (uses = kappa)
+            ids, factors, diagonal = context.kappa_lowrank
+            selection = mmi_select_lowrank(factors, diagonal, min(budget, len(ids)))
         return [Pick(ids[i], gain, f"gain {gain:.4f} nats", mi)
                 for i, gain, mi in zip(selection.indices, selection.gains, selection.mi_nats)]
 

@@ -71,15 +71,39 @@ def test_missing_changed_and_orphan_files_are_found_and_repaired(probed: Path, h
     assert hubindex("check").exit_code == 0
 
 
-def test_an_unreadable_fingerprint_index_is_rebuilt(probed: Path, hubindex: Any, index_dir: Path) -> None:
-    (fingerprints,) = _files(index_dir, "store/fingerprints/*.faiss")
-    fingerprints.write_bytes(b"\x00" * 64)
+def test_a_fingerprint_folder_missing_rows_is_rebuilt(probed: Path, hubindex: Any, index_dir: Path) -> None:
+    (rows,) = _files(index_dir, "store/fingerprints/*/rows-*.f16")
+    rows.write_bytes(rows.read_bytes()[:100])  # less than one of the two rows the table names
     found = hubindex("check")
-    assert found.exit_code == 1 and "is not a readable fingerprint index" in found.stdout
+    assert found.exit_code == 1 and "holds 0 rows, the catalog names 2" in found.stdout, found.stdout
+    neighbors = hubindex("neighbors", f"local:{probed / 'small'}", "--corpus", "bbc-news", "-k", "1")
+    assert_one_line_error(neighbors, "holds 0 rows, the catalog names 2", "check --repair")
     assert hubindex("check", "--repair").exit_code == 0
+    assert not rows.parent.exists()
     assert hubindex("kappa", "--corpus", "bbc-news").exit_code == 0
     neighbors = hubindex("neighbors", f"local:{probed / 'small'}", "--corpus", "bbc-news", "-k", "1")
     assert neighbors.exit_code == 0 and "wide" in neighbors.stdout
+    assert hubindex("check").exit_code == 0
+
+
+def test_an_unreadable_fingerprint_ivf_file_is_removed_and_rebuilt(probed: Path, hubindex: Any, index_dir: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import hubindex.fingerprints as fingerprints
+
+    monkeypatch.setattr(fingerprints, "SHARD_ROWS", 1)
+    monkeypatch.setattr(fingerprints, "IVF_LISTS", 1)
+    monkeypatch.setattr(fingerprints, "APPROXIMATE_ABOVE", 2)
+    (folder,) = _files(index_dir, "store/fingerprints/*")
+    shutil.rmtree(folder)  # rebuilt in shards of one row, each closed one with its IVF file
+    assert hubindex("kappa", "--corpus", "bbc-news").exit_code == 0
+    ivf = folder / "ivf-00001.faiss"
+    intact = ivf.read_bytes()
+    ivf.write_bytes(b"\x00" * 64)
+    found = hubindex("check")
+    assert found.exit_code == 1 and "ivf-00001.faiss: is not a readable fingerprint IVF index" in found.stdout
+    assert hubindex("check", "--repair").exit_code == 0 and not ivf.exists()
+    assert hubindex("kappa", "--corpus", "bbc-news").exit_code == 0
+    assert ivf.read_bytes() == intact
     assert hubindex("check").exit_code == 0
 
 

@@ -352,8 +352,9 @@ def assert_store_is_whole(index_dir: Path) -> None:
     assert faiss_files and not list((index_dir / "store").rglob(".*.tmp"))
     for path in faiss_files:
         assert faiss.read_index(str(path)).ntotal > 0, path
-    (fingerprint_file,) = (index_dir / "store" / "fingerprints").glob("*.faiss")
-    assert faiss.read_index(str(fingerprint_file)).ntotal == query(index_dir, "SELECT count(*) FROM fingerprints")[0][0]
+    (fingerprint_rows,) = (index_dir / "store" / "fingerprints").glob("*/rows-00000.f16")
+    rows = fingerprint_rows.stat().st_size // (2 * query(index_dir, "SELECT any_value(dim) FROM fingerprints")[0][0])
+    assert rows == query(index_dir, "SELECT max(fp_id) + 1 FROM fingerprints")[0][0]
 
 
 def test_sigterm_stops_the_run_and_records_it_interrupted(setup: Setup, hub: GatedHub, tmp_path: Path) -> None:
@@ -420,6 +421,8 @@ def test_crawl_options_are_those_of_the_command_line() -> None:
     ('[limits]\nretry_failed_after_days = nan\n', "retry_failed_after_days: expected a finite number of at least 0"),
     ('[limits]\nretry_failed_after_days = inf\n', "retry_failed_after_days: expected a finite number of at least 0"),
     ("[probe\n", "not valid TOML"),
+    ("[kappa]\ndense_max = 1\n", "[kappa] dense_max: expected an integer of at least 2, got 1"),
+    ("[kappa]\ngraph_candidates = 10\n", "[kappa] graph_neighbors (32) exceeds graph_candidates (10)"),
 ])
 def test_config_errors_name_the_key(hubindex: Any, tmp_path: Path, text: str, fragment: str) -> None:
     config = tmp_path / "bad.toml"

@@ -99,6 +99,7 @@ def test_neighbors_find_the_highest_kappa(index: Index, hubindex: Any) -> None:
     assert [f["checkpoint_id"] for f in found] == exact_order[:2]
     for entry in found:
         exact = row[ids.index(entry["checkpoint_id"])]
+        assert entry["kappa"] == pytest.approx(exact, abs=1e-6)  # re-ranked by exact kappa
         assert abs(entry["kappa_estimate"] - exact) < 0.1
     missing = hubindex("neighbors", "t:nobody")
     assert missing.exit_code == 2 and "has no fingerprint" in missing.stderr

@@ -93,6 +93,18 @@ def test_neighbors_of_the_parent_include_its_child(flow: dict[str, Any]) -> None
     assert ORG + "tf_efficientnet_lite0.in1k_ft_digits" in found
 
 
+def test_the_readme_neighbours_example_returns_the_exact_top_1(flow: dict[str, Any]) -> None:
+    """`hubindex neighbors hf:hubindex-zoo/all-MiniLM-L6-v2 --corpus bbc-news -k 3`: fingerprint
+    candidates re-ranked by exact kappa, so the order and the values are the kappa table's."""
+    parent = ORG + "all-MiniLM-L6-v2"
+    found = json.loads(flow["run"]("neighbors", parent, "--corpus", "bbc-news", "-k", "3", "--json").stdout)
+    table = flow["kappa"][TEXT_CORPUS[0]]
+    exact = sorted((b for a, b in table if a == parent and b != parent), key=lambda b: -table[(parent, b)])
+    assert [entry["checkpoint_id"] for entry in found] == exact[:3]
+    for entry in found:
+        assert entry["kappa"] == pytest.approx(table[(parent, entry["checkpoint_id"])], abs=1e-6)
+
+
 def test_plot_of_the_zoo(flow: dict[str, Any], tmp_path: Any) -> None:
     out = tmp_path / "kappa.png"
     flow["run"]("plot", "kappa", "--corpus", "bbc-news", "--out", str(out))
