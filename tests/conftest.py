@@ -115,3 +115,18 @@ def hubindex(index_dir: Path):  # noqa: ANN201 - returns the runner function
         return run_hubindex(*args, index_dir=index_dir)
 
     return run
+
+
+def record_crawler_waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The Hub crawler's retry waits, recorded instead of slept (HfCrawler.sleep is the hook)."""
+    from hubindex_plugins.crawl_hf import HfCrawler
+
+    recorded: list[float] = []
+    original_init = HfCrawler.__init__
+
+    def init(self: HfCrawler, **options: Any) -> None:
+        original_init(self, **options)
+        self.sleep = recorded.append
+
+    monkeypatch.setattr(HfCrawler, "__init__", init)
+    return recorded

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from conftest import assert_one_line_error
+from conftest import assert_one_line_error, record_crawler_waits
 from hub_imitation import MODEL_INFO, HubImitation, hub, hub_server  # noqa: F401 - hub and hub_server are fixtures
 from hubindex.index import Index
 from hubindex_plugins import crawl_hf
@@ -70,16 +70,8 @@ def assert_one_line_each(rows: list[dict[str, Any]]) -> None:
 
 @pytest.fixture(autouse=True)
 def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """The crawler's retry waits, recorded instead of slept (HfCrawler.sleep is the hook)."""
-    recorded: list[float] = []
-    original_init = HfCrawler.__init__
-
-    def init(self: HfCrawler, **options: Any) -> None:
-        original_init(self, **options)
-        self.sleep = recorded.append
-
-    monkeypatch.setattr(HfCrawler, "__init__", init)
-    return recorded
+    """The crawler's retry waits, recorded instead of slept."""
+    return record_crawler_waits(monkeypatch)
 
 
 # ---------------------------------------------------------------------------- listing items

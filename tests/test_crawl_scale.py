@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import duckdb
 import pytest
 
-from conftest import CliResult, assert_one_line_error, run_hubindex
+from conftest import CliResult, assert_one_line_error, record_crawler_waits, run_hubindex
 from hub_imitation import MODEL_INFO, HubImitation, HubServer, hub_server  # noqa: F401 - hub_server is a fixture
 from hubindex import hookimpl
 from hubindex.catalog import Catalog
@@ -46,16 +46,8 @@ def hub(hub_server: HubServer) -> Iterator[HubImitation]:  # noqa: F811 - pages 
 
 @pytest.fixture
 def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """The crawler's retry waits, recorded instead of slept (HfCrawler.sleep is the hook)."""
-    recorded: list[float] = []
-    original_init = HfCrawler.__init__
-
-    def init(self: HfCrawler, **options: Any) -> None:
-        original_init(self, **options)
-        self.sleep = recorded.append
-
-    monkeypatch.setattr(HfCrawler, "__init__", init)
-    return recorded
+    """The crawler's retry waits, recorded instead of slept."""
+    return record_crawler_waits(monkeypatch)
 
 
 def add_repos(hub: HubImitation, count: int) -> list[str]:
