@@ -294,8 +294,8 @@ class _NumpyOps(_ArrayOps):
 
     def product(self, left: np.ndarray, right: np.ndarray, symmetric: bool) -> np.ndarray:
         """left @ right.T. A product of two different bands with a short side runs on one BLAS
-        thread: OpenBLAS's two threads took 6-20x longer on such shapes (10 x 1.3M by 42 x 1.3M:
-        9.8 s against 0.7 s), the symmetric product (syrk) keeps them."""
+        thread: OpenBLAS's two threads were many times slower on such shapes on a busy machine;
+        the symmetric product (syrk) keeps them."""
         if symmetric or min(left.shape[0], right.shape[0]) >= _SKINNY_ROWS:
             return left @ right.T
         from threadpoolctl import threadpool_limits
