@@ -1,0 +1,206 @@
+"""Commands for user tasks and their scores: task add/list/remove, score, metric."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from hubindex.cli.common import (
+    FRACTION,
+    executor_options,
+    print_failures,
+)
+from hubindex.cli.output import format_rows, rounded
+from hubindex.cli.root import cli
+from hubindex.errors import UsageError
+from hubindex.index import Index
+
+# ------------------------------------------------------------------------------------ tasks
+
+
+@cli.group("task")
+def task_group() -> None:
+    """Labeled tasks that checkpoints are scored on."""
+
+
+@task_group.command("add")
+@click.argument("name")
+@click.option("--images", "images_dir", type=click.Path(path_type=Path), metavar="DIR",
+              help="A folder with one sub-folder of images per class.")
+@click.option("--csv", "csv_file", type=click.Path(path_type=Path), metavar="FILE",
+              help="A CSV file with a header row; name the columns with --text-col and --label-col.")
+@click.option("--arrays", type=(click.Path(path_type=Path), click.Path(path_type=Path)), metavar="X.npy Y.npy",
+              default=None, help="Examples X (images (n,h,w[,c]) or a string array of texts) and labels y (n,).")
+@click.option("--dataset", "dataset_dir", type=click.Path(path_type=Path), metavar="DIR",
+              help="A `datasets` dataset saved with save_to_disk.")
+@click.option("--text-col", metavar="COLUMN", help="Column of texts (--csv, --dataset).")
+@click.option("--image-col", metavar="COLUMN", help="Column of images (--dataset) [default: its only image column].")
+@click.option("--label-col", metavar="COLUMN", help="Column of class labels (--csv, --dataset).")
+@click.option("--validation-fraction", type=FRACTION, default=0.2, show_default=True,
+              help="Share of each class held out for validation.")
+@click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True,
+              help="Seed of the train/validation split (and of seeded metrics).")
+@click.option("--replace", is_flag=True, help="Replace a task of the same name that holds other data.")
+@click.pass_obj
+def task_add_command(index: Index, name: str, images_dir: Path | None, csv_file: Path | None,
+                     arrays: tuple[Path, Path] | None, dataset_dir: Path | None, text_col: str | None,
+                     image_col: str | None, label_col: str | None, validation_fraction: float, seed: int,
+                     replace: bool) -> None:
+    """Add a labeled task: check its examples and labels, split them (seeded, stratified) and
+    keep a copy in the index.
+
+    \b
+    Examples:
+      hubindex task add flowers --images ~/data/flowers        # flowers/daisy/*.jpg, flowers/rose/*.jpg
+      hubindex task add reviews --csv reviews.csv --text-col text --label-col stars
+      hubindex task add digits --arrays X.npy y.npy
+      hubindex task add news --dataset ./ag_news_train --text-col text --label-col label
+    """
+    from hubindex import tasks
+
+    given = [flag for flag, value in (("--images", images_dir), ("--csv", csv_file), ("--arrays", arrays),
+                                      ("--dataset", dataset_dir)) if value is not None]
+    if len(given) != 1:
+        raise UsageError("give exactly one source of examples: --images DIR, --csv FILE, --arrays X.npy y.npy "
+                         f"or --dataset DIR{' (got ' + ', '.join(given) + ')' if given else ''}")
+    tasks.validate_task_name(name)
+    if images_dir is not None:
+        examples = tasks.read_image_folder(images_dir)
+    elif csv_file is not None:
+        examples = tasks.read_csv(csv_file, text_col, label_col)
+    elif arrays is not None:
+        examples = tasks.read_arrays(*arrays)
+    else:
+        examples = tasks.read_dataset(dataset_dir, text_col, image_col, label_col)
+    added = tasks.add_task(index, name, examples, validation_fraction, seed, replace)
+    click.echo(added.line())
+
+
+@task_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def task_list_command(index: Index, as_json: bool) -> None:
+    """List the tasks."""
+    from hubindex.tasks import describe_task, task_rows
+
+    with index.open_catalog(read_only=True) as catalog:
+        rows = [describe_task(row) for row in task_rows(catalog)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    elif rows:
+        click.echo(format_rows(list(rows[0]), [tuple(r.values()) for r in rows], "table"), nl=False)
+    else:
+        click.echo("no tasks yet; add one with `hubindex task add`")
+
+
+@task_group.command("remove")
+@click.argument("name")
+@click.pass_obj
+def task_remove_command(index: Index, name: str) -> None:
+    """Remove a task, its scores and its stored examples."""
+    from hubindex.tasks import remove_task
+
+    removed = remove_task(index, name)
+    click.echo(f"removed task {name!r} and {removed} scores")
+
+
+# ------------------------------------------------------------------------------------ scores
+
+
+@cli.command("score")
+@click.argument("checkpoint_ids", nargs=-1, metavar="[CHECKPOINT_ID]...")
+@click.option("--task", "task_name", required=True, metavar="NAME", help="The task (see `hubindex task list`).")
+@click.option("--metric", "metric_names", multiple=True, metavar="NAME",
+              help="A metric to compute (repeatable) [default: every installed metric].")
+@click.option("--where", metavar="SQL-CONDITION",
+              help="Score the checkpoints matching this condition on the checkpoints table [default: all].")
+@click.option("--reference-task", metavar="NAME", help="Reference task for metrics that need one (task-relatedness).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where models run; auto = cuda when available.")
+@click.option("--batch-size", type=click.IntRange(1, 100_000), default=None,
+              help="Examples per forward pass [default: the probe's, 32].")
+@executor_options
+@click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON rows instead of a table.")
+@click.pass_obj
+def score_command(index: Index, checkpoint_ids: tuple[str, ...], task_name: str, metric_names: tuple[str, ...],
+                  where: str | None, reference_task: str | None, device: str, batch_size: int | None,
+                  executor_kind: str, address: str | None, workers: int | None, as_json: bool) -> None:
+    """Score checkpoints on a task with metric plugins; results go to the task_scores table.
+
+    \b
+    Each checkpoint embeds the task's examples once (stored and reused). A score is recomputed
+    only when the task, the checkpoint's sha, the reference task or the metric's version changed.
+    Metrics that need a classification head (leep, nce) skip checkpoints without one.
+
+    \b
+    Examples:
+      hubindex score --task digits --where "library_name = 'timm'"
+      hubindex score --task news --metric logme --metric knn
+      hubindex sql "SELECT checkpoint_id, value FROM task_scores WHERE task = 'news' AND metric = 'logme' ORDER BY value DESC"
+    """
+    from hubindex.executors import make_executor
+    from hubindex.scoring import run_score, score_table
+
+    with make_executor(executor_kind, address, workers) as executor:
+        summary = run_score(index, task_name, metric_names, where, checkpoint_ids, reference_task, device,
+                            batch_size, executor=executor)
+    with index.open_catalog(read_only=True) as catalog:
+        header, rows = score_table(catalog, task_name, summary.metrics, summary.checkpoint_ids)
+    if as_json:
+        click.echo(json.dumps([dict(zip(header, row)) for row in rows], indent=2))
+    else:
+        click.echo(summary.line(), err=True)
+        for note in summary.notes:
+            click.echo(f"  not applicable: {note}", err=True)
+        print_failures(summary.failures)
+        click.echo(format_rows(header, [[rounded(v) for v in row] for row in rows], "table"), nl=False)
+
+
+@cli.command("metric")
+@click.argument("name")
+@click.option("--features", type=click.Path(path_type=Path), required=True, metavar="F.npy",
+              help="Features, one row per example (n x d).")
+@click.option("--labels", type=click.Path(path_type=Path), required=True, metavar="y.npy",
+              help="Class labels (n,), integers or strings.")
+@click.option("--probs", type=click.Path(path_type=Path), metavar="P.npy",
+              help="The checkpoint's softmax over its source classes (n x Z) for leep/nce; "
+                   "for nce a 1-D array of source class indices also works.")
+@click.option("--reference-features", type=click.Path(path_type=Path), metavar="R.npy",
+              help="Reference task features (task-relatedness).")
+@click.option("--reference-labels", type=click.Path(path_type=Path), metavar="yR.npy",
+              help="Reference task labels (task-relatedness).")
+@click.option("--validation-fraction", type=FRACTION, default=0.2, show_default=True,
+              help="Held-out share of each class, for metrics that evaluate on held-out rows (linear, knn).")
+@click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True,
+              help="Seed of the split and of randomised metrics.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"metric", "version", "value", "seconds"}.')
+def metric_command(name: str, features: Path, labels: Path, probs: Path | None, reference_features: Path | None,
+                   reference_labels: Path | None, validation_fraction: float, seed: int, as_json: bool) -> None:
+    """Compute one metric on given arrays (array mode, no catalog).
+
+    \b
+    Examples:
+      hubindex metric logme --features F.npy --labels y.npy
+      hubindex metric leep --features F.npy --labels y.npy --probs P.npy --json
+    """
+    from hubindex.scoring import metric_classes, score_arrays
+    from hubindex.tasks import load_npy
+
+    metric_classes([name])  # an unknown name fails before any file is read
+    if (reference_features is None) != (reference_labels is None):
+        raise UsageError("give --reference-features and --reference-labels together")
+    reference = None
+    if reference_features is not None:
+        reference = (load_npy(reference_features, "--reference-features"),
+                     load_npy(reference_labels, "--reference-labels"))
+    result = score_arrays(
+        name, load_npy(features, "--features"), load_npy(labels, "--labels"),
+        load_npy(probs, "--probs") if probs is not None else None, reference, validation_fraction, seed,
+    )
+    if as_json:
+        click.echo(json.dumps(result.as_json()))
+    else:
+        click.echo(f"{result.metric} (v{result.version}): {result.value:.6g}  [{result.seconds:.3f} s]")
+
+
