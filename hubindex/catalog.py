@@ -1,4 +1,4 @@
-"""The DuckDB catalog: connection, migrations, checkpoint upserts, run bookkeeping, read-only SQL.
+"""The DuckDB catalog: connection, migrations, checkpoint upserts, run bookkeeping.
 
 All times are stored as UTC in TIMESTAMP columns.
 """
@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,17 +15,14 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import duckdb
 
-from hubindex.errors import CatalogBusyError, HubindexError, QueryError, QueryTimeout
+from hubindex.errors import CatalogBusyError, HubindexError
 from hubindex.migrations import LATEST_VERSION, MIGRATIONS
 from hubindex.types import CheckpointRecord
 
 CATALOG_FILENAME = "catalog.duckdb"
 # A read-only copy of the catalog that a long writer (the nightly run) publishes for readers.
 SNAPSHOT_FILENAME = "catalog.snapshot.duckdb"
-DEFAULT_ROW_CAP = 1000
-DEFAULT_TIMEOUT_S = 30.0
 # Statement types a user query may have: reading, and explaining how a read would run.
-READ_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 
 
 def utcnow() -> datetime:
@@ -528,140 +524,3 @@ def _upsert_statement(
         f"INSERT INTO checkpoints ({', '.join([*_ROW_COLUMNS, *carried])}) SELECT {', '.join(values)} "
         f"FROM batch{join} ON CONFLICT (checkpoint_id) DO UPDATE SET {', '.join(updates)}"
     )
-
-
-# ------------------------------------------------------------------------------------ user SQL
-
-
-@dataclass
-class QueryResult:
-    columns: list[str]
-    rows: list[tuple[Any, ...]]
-    truncated: bool
-    # Set when the catalog was locked by a writer and the query read its snapshot instead.
-    snapshot: SnapshotRead | None = None
-
-
-@dataclass(frozen=True)
-class SnapshotRead:
-    """A query answered from the read snapshot: which file, how old, and who held the catalog."""
-
-    path: Path
-    taken_at: datetime  # UTC, naive
-    writer_pid: int | None
-
-
-def open_for_reading(path: Path, snapshot_fallback: bool = False) -> tuple[Catalog, SnapshotRead | None]:
-    """The catalog opened read-only; with snapshot_fallback, its snapshot while a writer holds it."""
-    try:
-        return Catalog(path, read_only=True), None
-    except CatalogLockedError as busy:
-        snapshot = snapshot_path(path)
-        if not snapshot_fallback or not snapshot.is_file():
-            raise
-        try:
-            catalog = Catalog(snapshot, read_only=True)
-            taken_at = datetime.fromtimestamp(snapshot.stat().st_mtime, timezone.utc).replace(tzinfo=None)
-        except (HubindexError, OSError):
-            raise busy from None
-        return catalog, SnapshotRead(snapshot, taken_at, busy.writer_pid)
-
-
-def run_readonly_query(
-    path: Path,
-    sql: str,
-    params: dict[str, str] | None = None,
-    row_cap: int = DEFAULT_ROW_CAP,
-    timeout_s: float = DEFAULT_TIMEOUT_S,
-    snapshot_fallback: bool = False,
-) -> QueryResult:
-    """Run one user SELECT on a read-only connection with no file or network access.
-
-    Three fences: the file is opened read-only, the statement must be a single SELECT/EXPLAIN,
-    and external access (ATTACH, COPY, read_csv, INSTALL/LOAD) is disabled and locked. With
-    snapshot_fallback, a catalog locked by a writer is read from its snapshot (result.snapshot).
-    """
-    catalog, snapshot = open_for_reading(path, snapshot_fallback)
-    conn = catalog.conn
-    try:
-        for setting in (
-            "SET enable_external_access = false",
-            "SET autoinstall_known_extensions = false",
-            "SET autoload_known_extensions = false",
-            "SET lock_configuration = true",
-        ):
-            conn.execute(setting)
-        try:
-            statements = conn.extract_statements(sql)
-        except duckdb.Error as exc:
-            raise QueryError(f"invalid SQL: {_first_line(exc)}") from None
-        if len(statements) != 1:
-            raise QueryError(f"expected exactly one SQL statement, got {len(statements)}")
-        if statements[0].type not in READ_STATEMENTS:
-            kind = statements[0].type.name
-            raise QueryError(f"only read-only SELECT queries are allowed (got a statement of type {kind})")
-
-        timer = threading.Timer(timeout_s, conn.interrupt)
-        timer.start()
-        try:
-            cursor = conn.execute(sql, params or None)
-            description = cursor.description or []
-            columns = [d[0] for d in description]
-            rows = cursor.fetchmany(row_cap + 1)
-        except duckdb.InterruptException:
-            raise QueryTimeout(timeout_s) from None
-        except duckdb.IOException as exc:
-            raise QueryError(f"{_first_line(exc)}; `hubindex check` says whether the catalog is damaged") from None
-        except duckdb.Error as exc:
-            raise QueryError(_first_line(exc)) from None
-        finally:
-            timer.cancel()
-        truncated = len(rows) > row_cap
-        rows = _decode_json_columns(rows[:row_cap], [str(d[1]) for d in description])
-        return QueryResult(columns, rows, truncated=truncated, snapshot=snapshot)
-    finally:
-        catalog.close()
-
-
-def _decode_json_columns(rows: list[tuple[Any, ...]], types: list[str]) -> list[tuple[Any, ...]]:
-    """Turn the text of JSON-typed columns (e.g. pretrained_cfg) into Python values."""
-    json_columns = [i for i, column_type in enumerate(types) if column_type == "JSON"]
-    if not json_columns:
-        return rows
-
-    def decode(value: Any) -> Any:
-        if not isinstance(value, str):
-            return value
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-
-    return [
-        tuple(decode(v) if i in json_columns else v for i, v in enumerate(row)) for row in rows
-    ]
-
-
-# A DuckDB error reads "<Kind> Error: message", maybe hint lines ('Did you mean "x"?',
-# candidate bindings), then "LINE n: <query>" and a caret line under the offending token.
-_QUERY_ECHO = re.compile(r"^LINE \d+:")
-_MAX_ERROR_CHARS = 400
-
-
-def _first_line(exc: BaseException) -> str:
-    """A DuckDB error as one line: the message and its hints, without the echoed query and caret."""
-    parts: list[str] = []
-    for line in str(exc).splitlines():
-        line = " ".join(line.split())
-        if _QUERY_ECHO.match(line):
-            break  # the rest is the query echoed back with a caret under the error
-        if line:
-            parts.append(line)
-    if not parts:
-        return type(exc).__name__
-    text = parts[0]
-    for part in parts[1:]:
-        text += (" " if text.endswith((".", "!", "?", ":")) else "; ") + part
-    if len(text) > _MAX_ERROR_CHARS:
-        text = text[: _MAX_ERROR_CHARS - 3].rstrip() + "..."
-    return text

@@ -21,6 +21,12 @@ class CatalogBusyError(HubindexError):
     exit_code = 3
 
 
+class NothingDone(HubindexError):
+    """The command ran but did nothing: every unit failed or nothing matched (exit 4, as documented)."""
+
+    exit_code = 4
+
+
 class Interrupted(HubindexError):
     """Stopped by the user (Ctrl-C, SIGINT) or by SIGTERM; what was committed is kept."""
 

@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from hubindex.catalog import Catalog, run_readonly_query, utcnow
+from hubindex.catalog import Catalog, utcnow
 from hubindex.errors import Interrupted, QueryTimeout, UsageError
 from hubindex.executors import local_executor
 from hubindex.index import Index
@@ -33,7 +33,16 @@ from hubindex.interrupts import stop_on_signals
 from hubindex.memory import available_memory_bytes
 from hubindex.plugins import corpora, known_names, probes
 from hubindex.store import EmbeddingStore, embedding_key
-from hubindex.types import FLOAT32, Corpus, CorpusData, Executor, Probe, ProbeError, TaskResources
+from hubindex.types import (
+    FLOAT32,
+    Corpus,
+    CorpusData,
+    Executor,
+    Probe,
+    ProbeError,
+    TaskResources,
+)
+from hubindex.user_sql import run_readonly_query
 
 STAGE = "probe"
 DEVICES = ("auto", "cpu", "cuda")

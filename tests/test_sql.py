@@ -12,7 +12,7 @@ import duckdb
 import pytest
 from conftest import assert_one_line_error, catalog_snapshot
 
-from hubindex.catalog import _first_line
+from hubindex.user_sql import _first_line
 from hubindex.cli import format_rows
 from hubindex.index import Index
 from hubindex.types import CheckpointRecord

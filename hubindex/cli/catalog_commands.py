@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
-from hubindex.catalog import DEFAULT_ROW_CAP, DEFAULT_TIMEOUT_S, run_readonly_query
-from hubindex.cli.output import format_rows
+from hubindex.cli.common import note_snapshot
+from hubindex.cli.output import FORMATS, TABLE_ROWS, RowWriter
 from hubindex.cli.root import cli
-from hubindex.errors import HubindexError
+from hubindex.errors import HubindexError, UsageError
 from hubindex.index import Index
 from hubindex.options import FiniteFloatRange
 from hubindex.plugins import REGISTRIES, describe_plugins
+from hubindex.user_sql import DEFAULT_TIMEOUT_S, open_readonly_query
 
 # ------------------------------------------------------------------------------------ plugins
 
@@ -80,35 +82,55 @@ def check_command(index: Index, repair: bool) -> None:
 @click.argument("query")
 @click.option("-p", "--param", "params", type=(str, str), multiple=True, metavar="NAME VALUE",
               help="Named parameter, used in the query as $NAME (repeatable).")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
-              show_default=True, help="Output format.")
-@click.option("--max-rows", type=click.IntRange(1, 1_000_000), default=DEFAULT_ROW_CAP, show_default=True,
-              help="Return at most this many rows.")
+@click.option("--format", "fmt", type=click.Choice([*FORMATS, "parquet"]), default="table", show_default=True,
+              help="Output: an aligned table (first --max-rows rows), or every row as CSV, a JSON list, JSON "
+                   "lines, or a Parquet file (with --out).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.parquet",
+              help="File that --format parquet writes (its folder must exist).")
+@click.option("--max-rows", type=click.IntRange(1, None), default=None,
+              help=f"At most this many rows [default: {TABLE_ROWS} in a table, all in an export].")
 @click.option("--timeout", type=FiniteFloatRange(0.1, 3600), default=DEFAULT_TIMEOUT_S, show_default=True,
-              help="Stop the query after this many seconds.")
+              help="Stop the query (reading its rows included) after this many seconds.")
 @click.pass_obj
-def sql_command(index: Index, query: str, params: tuple[tuple[str, str], ...], fmt: str,
-                max_rows: int, timeout: float) -> None:
+def sql_command(index: Index, query: str, params: tuple[tuple[str, str], ...], fmt: str, out: Path | None,
+                max_rows: int | None, timeout: float) -> None:
     """Run a read-only SQL query on the catalog.
 
     \b
-    Tables: checkpoints, crawl_runs, failures, schema_migrations (see README).
-    Writes, ATTACH, COPY, file readers and INSTALL/LOAD are refused.
+    Tables are listed by `hubindex sql "SHOW TABLES"`; the SQL guide in docs/ describes each.
+    Writes, ATTACH, COPY, file readers and INSTALL/LOAD are refused. While another process
+    writes the catalog, the query reads its last published snapshot (and says so on stderr).
 
     \b
-    Example:
+    Examples:
       hubindex sql "SELECT checkpoint_id, in1k_top1 FROM checkpoints
                     WHERE params_total < \\$max ORDER BY in1k_top1 DESC LIMIT 5" -p max 30000000
+      hubindex sql "SELECT * FROM kappa" --format parquet --out kappa.parquet
     """
-    result = run_readonly_query(index.catalog_path, query, dict(params), row_cap=max_rows, timeout_s=timeout,
-                                snapshot_fallback=True)
-    if result.snapshot is not None:
-        from hubindex.nightly import describe_writer
-
-        writer = describe_writer(index.root, result.snapshot.writer_pid)
-        click.echo(f"hubindex: the catalog is being written by {writer}; answering from its read snapshot of "
-                   f"{result.snapshot.taken_at:%Y-%m-%d %H:%M:%S} UTC", err=True)
-    click.echo(format_rows(result.columns, result.rows, fmt), nl=False)
-    if result.truncated:
-        click.echo(f"hubindex: showing the first {max_rows} rows; raise --max-rows for more", err=True)
-
+    if (fmt == "parquet") != (out is not None):
+        raise UsageError("--format parquet writes a file: give --out FILE.parquet" if out is None
+                         else "--out is for --format parquet; other formats go to stdout (redirect them)")
+    if out is not None and not out.parent.is_dir():
+        raise UsageError(f"--out {out}: the folder {out.parent} does not exist")
+    if fmt == "parquet" and max_rows is not None:
+        query = f"SELECT * FROM ({query}) LIMIT {max_rows}"
+    with open_readonly_query(index.catalog_path, query, dict(params), timeout_s=timeout,
+                             snapshot_fallback=True) as stream:
+        if stream.snapshot is not None:
+            note_snapshot(index, stream.snapshot)
+        if fmt == "parquet":
+            count = stream.write_parquet(out)
+            click.echo(f"wrote {count:,} rows to {out}", err=True)
+            return
+        limit = max_rows if max_rows is not None else (TABLE_ROWS if fmt == "table" else None)
+        rows = RowWriter(stream.columns, fmt, table_rows=None, cut_hint="")
+        for batch in stream.batches():
+            if limit is not None and rows.count + len(batch) > limit:
+                rows.write(batch[: limit - rows.count])
+                rows.close()
+                click.echo(f"hubindex: showing the first {limit:,} rows; "
+                           + ("--format csv|json|ndjson gives every row" if max_rows is None
+                              else "raise --max-rows for more"), err=True)
+                return
+            rows.write(batch)
+        rows.close()

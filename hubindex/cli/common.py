@@ -1,10 +1,16 @@
-"""Pieces the command modules share: option sets, a group that keeps the workflow order, failure lines."""
+"""Pieces the command modules share: option sets, a group that keeps the workflow order, failure lines,
+and how read-only commands open the catalog."""
+
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
 
+from hubindex.catalog import Catalog
+from hubindex.index import Index
 from hubindex.options import FiniteFloatRange
 
 # A share strictly between 0 and 1 (e.g. of examples held out).
@@ -18,14 +24,12 @@ class HubindexGroup(click.Group):
         return list(self.commands)
 
 
-
 def print_failures(failures: list[Any], shown: int = 10) -> None:
     """The first failures of a run on stderr; the rest are in the failures table."""
     for failure in failures[:shown]:
         click.echo(f"  failed {failure.subject}: {failure.kind}: {failure.message}", err=True)
     if len(failures) > shown:
         click.echo(f"  ... {len(failures) - shown} more in the failures table", err=True)
-
 
 
 def executor_options(command: Any) -> Any:
@@ -39,3 +43,29 @@ def executor_options(command: Any) -> Any:
     return click.option("--executor", "executor_kind", default="local", show_default=True, metavar="NAME",
                         help="Where models run: local (this process) or ray (one task per checkpoint).")(command)
 
+
+@contextmanager
+def reading_catalog(index: Index) -> Iterator[Catalog]:
+    """The catalog opened read-only, for commands that only read it.
+
+    A read-only index folder works; while another process writes the catalog, its last published
+    snapshot is read instead, with a note on stderr saying whose write and how old the snapshot is.
+    """
+    from hubindex.user_sql import open_for_reading
+
+    catalog, snapshot = open_for_reading(index.catalog_path, snapshot_fallback=True)
+    try:
+        if snapshot is not None:
+            note_snapshot(index, snapshot)
+        yield catalog
+    finally:
+        catalog.close()
+
+
+def note_snapshot(index: Index, snapshot: Any) -> None:
+    """Say on stderr that the answer comes from the read snapshot, and why."""
+    from hubindex.nightly import describe_writer
+
+    writer = describe_writer(index.root, snapshot.writer_pid)
+    click.echo(f"hubindex: the catalog is being written by {writer}; answering from its read snapshot of "
+               f"{snapshot.taken_at:%Y-%m-%d %H:%M:%S} UTC", err=True)
