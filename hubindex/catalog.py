@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import duckdb
 
@@ -62,10 +62,14 @@ def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
         ) from None
 
 
-def _prepare(conn: duckdb.DuckDBPyConnection) -> None:
-    from hubindex.plugins import pm
+# Called on every new connection (views and macros of the `prepare_catalog` hook); the plugin
+# manager adds itself when it loads, so the catalog does not depend on the plugin layer.
+CONNECTION_PREPARERS: list[Callable[[duckdb.DuckDBPyConnection], None]] = []
 
-    pm.hook.prepare_catalog(conn=conn)
+
+def _prepare(conn: duckdb.DuckDBPyConnection) -> None:
+    for prepare in CONNECTION_PREPARERS:
+        prepare(conn)
 
 
 @dataclass

@@ -30,7 +30,7 @@ import duckdb
 
 from hubindex.catalog import Catalog, snapshot_path, utcnow
 from hubindex.errors import HubindexError
-from hubindex.fingerprints import check_folder, fingerprint_folder, folder_files
+from hubindex.fingerprint_index import check_folder, fingerprint_folder, folder_files
 from hubindex.index import Index
 from hubindex.migrations import LATEST_VERSION
 from hubindex.store import STORE_DIR, file_sha256

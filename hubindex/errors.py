@@ -2,6 +2,17 @@
 
 from __future__ import annotations
 
+# The exit codes of every command (documented in `hubindex --help` and the CLI reference).
+EXIT_CODES = {
+    0: "success",
+    1: "error (a bad file, a damaged catalog, a failed download, an internal error)",
+    2: "usage: a bad option, name, id or SQL condition",
+    3: "busy: another process holds the index for writing",
+    4: "nothing done: every checkpoint failed, or nothing matched",
+    130: "interrupted (Ctrl-C, SIGTERM); finished work is kept",
+}
+
+
 
 class HubindexError(Exception):
     """A problem the user can act on. The message names the thing and what to do."""

@@ -38,16 +38,27 @@ Measures, per task and metric (keys of `MEASURES`):
   `relative_regret` = (oracle - s) / (1 - min(oracle, s)) (Renggli et al.), 0.0 when
   oracle = s = 1 where the form is 0 / 0.
 
+Constant scores: when a metric gives every checkpoint of a task the same score, up to float
+noise (range <= SCORE_NOISE * max(1, |mean|); H-score's C - 1 on features that separate the
+classes perfectly is the known case), the ranking is the tie-break order and says nothing about
+the metric. Every measure of that (task, metric) is then undefined (NaN, null in JSON, marked
+'undefined (constant scores)' in the table), never a recall of 0 or 1 that looks meaningful.
+
+Ties at the budget: `ties` counts the checkpoints whose score equals (up to the same noise) the
+B-th ranked one's when that group straddles the budget, some inside the top B and some not; the
+regret then depends on the tie-break by checkpoint_id. 0 when the top B is unambiguous.
+
 Means over tasks are per metric and skip NaN: the mean of a measure is over the tasks where it
 is defined (the per-task rows show which; a null there is a task that did not contribute), and
-NaN only when it is defined for none.
+NaN only when it is defined for none. `n_tasks` counts the tasks where the metric's scores are
+not constant, `n_undefined` those where they are; each such metric gets a line in `notes`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +76,9 @@ TRUTH_COLUMNS = ("task", "checkpoint_id", "accuracy")
 TOP_K = (1, 3)
 # A pool needs this many checkpoints for a ranking (and a correlation) to mean anything.
 MIN_POOL = 2
+# Scores closer than this, relative to max(1, |mean|), are equal: float noise, not a ranking.
+SCORE_NOISE = 1e-9
+CONSTANT_SCORES = "constant scores"
 
 
 @dataclass(frozen=True)
@@ -89,12 +103,34 @@ def ranking_order(goodness: np.ndarray) -> np.ndarray:
     return np.lexsort((np.arange(len(goodness)), -goodness))
 
 
+def _noise(values: np.ndarray) -> float:
+    return SCORE_NOISE * max(1.0, abs(float(values.mean())))
+
+
+def scores_are_constant(scores: Sequence[float]) -> bool:
+    """Whether the scores are all equal up to float noise (range <= SCORE_NOISE * max(1, |mean|))."""
+    values = np.asarray(scores, dtype=np.float64)
+    return len(values) == 0 or float(np.ptp(values)) <= _noise(values)
+
+
+def boundary_ties(scores: Sequence[float], budget: int, higher_is_better: bool = True) -> int:
+    """How many checkpoints tie (up to float noise) with the budget-th ranked one across the budget; else 0."""
+    values = np.asarray(scores, dtype=np.float64)
+    goodness = values if higher_is_better else -values
+    if budget >= len(goodness):
+        return 0
+    ranked = goodness[ranking_order(goodness)]
+    tied = np.abs(ranked - ranked[budget - 1]) <= _noise(values)
+    return int(tied.sum()) if tied[budget:].any() else 0
+
+
 def ranking_measures(accuracies: Sequence[float], scores: Sequence[float], budget: int = 1,
                      higher_is_better: bool = True) -> dict[str, float]:
     """Every measure of `MEASURES` for one pool: accuracies (fractions) and scores, aligned.
 
-    Ties in score are broken by input order; raises ValueError on a pool of fewer than 2, a
-    non-finite score, an accuracy outside [0, 1] or a budget below 1.
+    Ties in score are broken by input order; constant scores (up to float noise) leave every
+    measure undefined (NaN). Raises ValueError on a pool of fewer than 2, a non-finite score, an
+    accuracy outside [0, 1] or a budget below 1.
     """
     acc = np.asarray(accuracies, dtype=np.float64)
     values = np.asarray(scores, dtype=np.float64)
@@ -108,6 +144,8 @@ def ranking_measures(accuracies: Sequence[float], scores: Sequence[float], budge
         raise ValueError("accuracies must be fractions in [0, 1]")
     if not _is_budget(budget):
         raise ValueError(f"budget must be an integer >= 1, got {budget!r}")
+    if scores_are_constant(values):
+        return {name: math.nan for name in MEASURES}
     goodness = values if higher_is_better else -values
     ranked = acc[ranking_order(goodness)]
     oracle = float(acc.max())
@@ -212,17 +250,28 @@ def _json_value(value: Any) -> Any:
 class EvaluationReport:
     """Measures per (task, metric), their means per metric, and the score rows left out."""
 
-    per_task: list[dict[str, Any]]  # task, metric, n_checkpoints, *MEASURES; by (task, metric)
-    mean: list[dict[str, Any]]  # metric, n_tasks, *MEASURES (NaN-skipping means); by metric
+    per_task: list[dict[str, Any]]  # task, metric, n_checkpoints, ties, *MEASURES, undefined; by (task, metric)
+    mean: list[dict[str, Any]]  # metric, n_tasks, n_undefined, *MEASURES (NaN-skipping means); by metric
     left_out: int  # score rows whose checkpoint has no ground truth for the task
     budget: int
+    notes: list[str] = field(default_factory=list)  # metrics left out of some means, and why
 
-    def as_json(self) -> dict[str, list[dict[str, Any]]]:
-        """{"per_task": [...], "mean": [...]} with NaN as None (null)."""
+    def as_json(self) -> dict[str, Any]:
+        """{"per_task": [...], "mean": [...], "notes": [...]} with NaN as None (null)."""
         return {
             "per_task": [{k: _json_value(v) for k, v in row.items()} for row in self.per_task],
             "mean": [{k: _json_value(v) for k, v in row.items()} for row in self.mean],
+            "notes": list(self.notes),
         }
+
+    def export_rows(self) -> tuple[list[str], list[list[Any]]]:
+        """Both lists as one set of rows for CSV or JSON lines: `scope` is 'task' or 'mean', `n` its count."""
+        columns = ["scope", "task", "metric", "n", "ties", "n_undefined", *MEASURES, "undefined"]
+        rows = [["task", r["task"], r["metric"], r["n_checkpoints"], r["ties"], None,
+                 *(_json_value(r[m]) for m in MEASURES), r["undefined"]] for r in self.per_task]
+        rows += [["mean", None, r["metric"], r["n_tasks"], None, r["n_undefined"],
+                  *(_json_value(r[m]) for m in MEASURES), None] for r in self.mean]
+        return columns, rows
 
     def table(self) -> str:
         """Both lists as aligned text tables; an undefined value shows as '-'."""
@@ -233,12 +282,22 @@ class EvaluationReport:
             cells = [[None if isinstance(v, float) and math.isnan(v) else v for v in row.values()] for row in rows]
             return tabulate(cells, headers=headers, floatfmt=".4f", missingval="-")
 
-        parts = [f"per task (regret at budget {self.budget})", render(self.per_task), "",
+        per_task = [{**{k: v for k, v in row.items() if k != "undefined"},
+                     "note": f"undefined ({row['undefined']})" if row["undefined"] else ""} for row in self.per_task]
+        parts = [f"per task (regret at budget {self.budget})", render(per_task), "",
                  "mean over tasks", render(self.mean)]
+        if self.notes:
+            parts += ["", *self.notes]
         if self.left_out:
             rows = "row" if self.left_out == 1 else "rows"
             parts += ["", f"{self.left_out} score {rows} left out: their checkpoints have no ground truth"]
         return "\n".join(parts) + "\n"
+
+    def tie_notes(self) -> list[str]:
+        """One line per (task, metric) whose ranking ties across the budget."""
+        return [f"task {row['task']!r}, metric {row['metric']!r}: {row['ties']} checkpoints tie on the score at the "
+                f"budget boundary (B = {self.budget}); the lower checkpoint_id goes first, so the regret depends on "
+                "that order" for row in self.per_task if row["ties"]]
 
 
 def evaluate(scores: Sequence[ScoreRow], truth: Mapping[tuple[str, str], float], budget: int = 1,
@@ -270,12 +329,21 @@ def evaluate(scores: Sequence[ScoreRow], truth: Mapping[tuple[str, str], float],
             raise UsageError(f"task {task!r}, metric {metric!r}: {len(pool)} scored checkpoint(s) with a ground "
                              f"truth; at least {MIN_POOL} are needed to rank")
         ids = sorted(pool)  # ties in score go to the smaller checkpoint_id
-        measures = ranking_measures([truth[(task, c)] for c in ids], [pool[c] for c in ids], int(budget),
-                                    directions.get(metric, True))
-        per_task.append({"task": task, "metric": metric, "n_checkpoints": len(ids), **measures})
-    mean = []
+        values = [pool[c] for c in ids]
+        higher = directions.get(metric, True)
+        constant = scores_are_constant(values)
+        measures = ranking_measures([truth[(task, c)] for c in ids], values, int(budget), higher)
+        per_task.append({"task": task, "metric": metric, "n_checkpoints": len(ids),
+                         "ties": 0 if constant else boundary_ties(values, int(budget), higher), **measures,
+                         "undefined": CONSTANT_SCORES if constant else None})
+    mean, notes = [], []
     for metric in sorted({row["metric"] for row in per_task}):
         rows = [row for row in per_task if row["metric"] == metric]
-        mean.append({"metric": metric, "n_tasks": len(rows),
+        undefined = [row["task"] for row in rows if row["undefined"]]
+        mean.append({"metric": metric, "n_tasks": len(rows) - len(undefined), "n_undefined": len(undefined),
                      **{name: _nan_mean([row[name] for row in rows]) for name in MEASURES}})
-    return EvaluationReport(per_task, mean, left_out, int(budget))
+        if undefined:
+            shown = ", ".join(repr(t) for t in undefined[:5]) + (" ..." if len(undefined) > 5 else "")
+            notes.append(f"metric {metric!r}: constant scores on {len(undefined)} of {len(rows)} task(s) ({shown}); "
+                         "its measures are undefined there and left out of its mean")
+    return EvaluationReport(per_task, mean, left_out, int(budget), notes)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hubindex.catalog import CATALOG_FILENAME, Catalog
-from hubindex.errors import UsageError
+from hubindex.errors import HubindexError, UsageError
 
 INDEX_ENV = "HUBINDEX_INDEX"
 # The embedded default index of a checkout: <repo>/index_data, beside the hubindex package.
@@ -32,10 +32,27 @@ class Index:
     """The context object passed around: the index folder and how to open its catalog."""
 
     root: Path
+    # The command line sets this False: there, only commands that start an index (crawl, zoo build,
+    # nightly) make a missing folder, so a typo in --index is an error, not a new empty index.
+    may_create: bool = True
 
     @property
     def catalog_path(self) -> Path:
         return self.root / CATALOG_FILENAME
 
     def open_catalog(self, read_only: bool = False) -> Catalog:
+        if not read_only and not self.may_create and not self.root.is_dir():
+            # A typo in --index must not start a new, empty index behind the user's back.
+            raise UsageError(f"no index folder {self.root}; check --index (or ${INDEX_ENV}), or start a new index "
+                             "with `hubindex crawl ...` or `hubindex zoo build`")
         return Catalog(self.catalog_path, read_only=read_only)
+
+    def create(self) -> bool:
+        """Make the index folder where it is missing (only commands that start an index do); True if made."""
+        if self.root.is_dir():
+            return False
+        try:
+            self.root.mkdir(parents=True)
+        except OSError as exc:
+            raise HubindexError(f"cannot create index folder {self.root}: {exc.strerror}") from None
+        return True

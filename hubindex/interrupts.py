@@ -34,3 +34,9 @@ def stop_on_signals() -> Iterator[None]:
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+
+
+def was_interrupted(exc: BaseException) -> bool:
+    """A stop: KeyboardInterrupt, or a library's own error (DuckDB's InterruptException, a torch
+    RuntimeError) raised because SIGINT or SIGTERM landed while it ran."""
+    return isinstance(exc, KeyboardInterrupt) or stop_requested.is_set()

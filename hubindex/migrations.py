@@ -370,6 +370,20 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        8,
+        "selections name the corpus content their kappa came from",
+        """
+        -- A corpus name can have several probed contents (sizes): a selection made on kappa keeps
+        -- the content hash it used. Earlier rows get the hash where their corpus name has only one
+        -- probed content; where it has several, which one was used is unknown and stays NULL.
+        ALTER TABLE selections ADD COLUMN IF NOT EXISTS corpus_hash VARCHAR;
+        UPDATE selections SET corpus_hash = (
+            SELECT min(e.corpus_hash) FROM embeddings e WHERE e.corpus = selections.corpus
+            HAVING count(DISTINCT e.corpus_hash) = 1
+        ) WHERE corpus IS NOT NULL AND corpus_hash IS NULL;
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

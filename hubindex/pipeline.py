@@ -5,14 +5,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Sequence
 
 from tqdm.auto import tqdm
 
 from hubindex.catalog import Catalog
 from hubindex.errors import HubindexError, Interrupted
 from hubindex.index import Index
-from hubindex.interrupts import stop_on_signals
+from hubindex.interrupts import stop_on_signals, was_interrupted
 from hubindex.types import CheckpointRecord, Crawler, CrawlFailure
 
 # A batch is committed when it holds this many records or is this old, whichever comes first:
@@ -22,19 +22,20 @@ BATCH_SECONDS = 10.0
 
 
 @dataclass
-class CrawlContext:
-    """What a crawler may use while it runs."""
+class CatalogCrawlContext:
+    """The CrawlContext a crawl run hands its crawler: the run's bookkeeping and reads of the catalog."""
 
     catalog: Catalog
     run_id: int
     resumed_from: int | None
-    # Newest last_modified seen by the last completed run of the same query, if any.
     previous_watermark: datetime | None
-    progress: Any  # a tqdm bar; crawlers may set .total and call .set_postfix_str
+    progress: Any
 
     def stored(self, column: str, id_prefix: str) -> dict[str, Any]:
-        """{checkpoint_id: value of column} for stored checkpoints whose id starts with id_prefix."""
         return self.catalog.stored_values(column, "starts_with(checkpoint_id, ?)", [id_prefix])
+
+    def stored_values(self, column: str, condition: str, params: Sequence[Any] = ()) -> dict[str, Any]:
+        return self.catalog.stored_values(column, condition, list(params))
 
 
 @dataclass
@@ -135,25 +136,22 @@ def run_crawl(index: Index, crawler: Crawler, show_progress: bool | None = None)
         with tqdm(
             desc=f"crawl {crawler.name}", unit=" ckpt", disable=None if show_progress is None else not show_progress
         ) as bar:
-            ctx = CrawlContext(catalog, run_id, resumed_from, watermark, bar)
+            ctx = CatalogCrawlContext(catalog, run_id, resumed_from, watermark, bar)
             try:
                 with stop_on_signals():
                     for event in crawler.crawl(ctx):
                         batcher.add(event)
                         bar.update(1)
                     batcher.flush()
-            except KeyboardInterrupt:
+            except BaseException as exc:
+                if not was_interrupted(exc):
+                    _close_run(catalog, batcher, summary, "failed", _failure_text(exc))
+                    raise
                 _close_run(catalog, batcher, summary, "interrupted", "interrupted by the user")
                 raise Interrupted(
                     f"crawl interrupted; {summary.seen} checkpoints are saved. "
                     "Run the same command again to resume."
                 ) from None
-            except HubindexError as exc:
-                _close_run(catalog, batcher, summary, "failed", str(exc))
-                raise
-            except Exception as exc:
-                _close_run(catalog, batcher, summary, "failed", f"{type(exc).__name__}: {exc}")
-                raise
         summary.status = "completed"
         catalog.finish_crawl_run(run_id, "completed")
     summary.seconds = time.monotonic() - started
@@ -168,3 +166,8 @@ def _close_run(catalog: Catalog, batcher: _Batcher, summary: CrawlSummary, statu
         summary.status = status
         summary.error = error
         catalog.finish_crawl_run(summary.run_id, status, error)
+
+
+def _failure_text(exc: BaseException) -> str:
+    """What a failed crawl run records: a hubindex error's own message, else the exception's type too."""
+    return str(exc) if isinstance(exc, HubindexError) else f"{type(exc).__name__}: {exc}"

@@ -12,6 +12,7 @@ from typing import Any, Callable, TypeVar
 import pluggy
 
 from hubindex import hookspecs
+from hubindex.catalog import CONNECTION_PREPARERS
 from hubindex.types import Component, Corpus, Crawler, Executor, Metric, Probe, Query
 
 ENTRY_POINT_GROUP = "hubindex"
@@ -36,6 +37,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
 
 pm = pluggy.PluginManager("hubindex")
 pm.add_hookspecs(hookspecs)
+# Every catalog connection gets what the `prepare_catalog` hooks add (views, macros).
+CONNECTION_PREPARERS.append(lambda conn: pm.hook.prepare_catalog(conn=conn))
 
 
 def _allowed() -> set[str] | None:

@@ -26,10 +26,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from hubindex.catalog import Catalog, utcnow
-from hubindex.errors import Interrupted, QueryTimeout, UsageError
+from hubindex.errors import Interrupted, NothingDone, QueryError, QueryTimeout, UsageError
 from hubindex.executors import local_executor
 from hubindex.index import Index
-from hubindex.interrupts import stop_on_signals
+from hubindex.interrupts import stop_on_signals, was_interrupted
 from hubindex.memory import available_memory_bytes
 from hubindex.plugins import corpora, known_names, probes
 from hubindex.store import EmbeddingStore, embedding_key
@@ -162,7 +162,7 @@ def checked_condition(where: str) -> str:
                                          [f"SELECT checkpoint_id FROM checkpoints WHERE\n{where}\n"]).fetchone()[0])
     if parsed.get("error"):
         reason = " ".join(str(parsed.get("error_message", "")).split())
-        raise UsageError(f"--where is not a valid SQL condition ({reason}); {WHERE_EXAMPLE}")
+        raise UsageError(f"--where {where!r} is not a valid SQL condition ({reason}); {WHERE_EXAMPLE}")
     statements = parsed.get("statements") or []
     node = statements[0].get("node", {}) if len(statements) == 1 else {}
     plain = (
@@ -175,6 +175,13 @@ def checked_condition(where: str) -> str:
         raise UsageError("--where takes one condition on checkpoints rows, not a query of its own "
                          f"(UNION, ORDER BY, LIMIT, GROUP BY ... are not allowed); {WHERE_EXAMPLE}")
     return where
+
+
+def nothing_selected(where: str | None) -> NothingDone:
+    """The error of a run whose --where matched no checkpoint (exit 4: nothing done)."""
+    if where is None or where.strip().lower() == "true":
+        return NothingDone("the catalog has no checkpoints yet; run `hubindex crawl` first")
+    return NothingDone(f"no checkpoint matches --where {where!r}")
 
 
 def select_checkpoints(index: Index, where: str | None = None, checkpoint_ids: Sequence[str] = ()) -> list[str]:
@@ -196,6 +203,12 @@ def select_checkpoints(index: Index, where: str | None = None, checkpoint_ids: S
             )
         except QueryTimeout as exc:
             raise QueryTimeout(exc.limit_s, "the --where condition is too slow: simplify it") from None
+        except QueryError as exc:
+            if not str(exc).startswith(("Binder Error", "Conversion Error", "Catalog Error")):
+                raise
+            # It parsed, but names a column, a type or a function it cannot have.
+            raise UsageError(f"--where {where!r} cannot run: {exc}; the columns: "
+                             "`hubindex sql \"DESCRIBE checkpoints\"`") from None
         return [row[0] for row in result.rows]
     ids = list(dict.fromkeys(checkpoint_ids))
     with index.open_catalog(read_only=True) as catalog:
@@ -516,7 +529,9 @@ def run_probe(
                         plan=lambda probe, row: run.plan(probe, row, corpus_for(probe.modality)),
                         compute=lambda work: run.compute(executor, work, probe_resources(device), loaded, bar),
                     )
-            except KeyboardInterrupt:
+            except BaseException as exc:
+                if not was_interrupted(exc):
+                    raise
                 raise Interrupted(
                     f"probe interrupted; {summary.probed} checkpoints probed and saved. "
                     "Run the same command again to continue (finished ones are reused)."

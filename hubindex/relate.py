@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from hubindex.catalog import Catalog, utcnow
-from hubindex.errors import HubindexError, UsageError
+from hubindex.corpus_versions import CorpusRef, resolve_corpus  # noqa: F401 - resolve_corpus is re-exported
 from hubindex.kappa import (
     GRAM_BLOCK_BYTES,
     Prepared,
@@ -21,66 +22,8 @@ from hubindex.kappa import (
     kappa_pair,
     prepare,
 )
+from hubindex.probed import DEFAULT_LAYER, Probed, probed_checkpoints  # noqa: F401 - re-exported
 from hubindex.store import EmbeddingStore, StoreError
-
-DEFAULT_LAYER = "last"
-
-
-@dataclass(frozen=True)
-class Probed:
-    """A checkpoint's stored features on one corpus."""
-
-    checkpoint_id: str
-    sha: str
-    path: str
-    file_sha256: str
-    n_items: int
-    n_kept: int = 0
-    dim: int = 0
-
-    @property
-    def complete(self) -> bool:
-        """Kept every item: it takes the Gram route with every other complete checkpoint."""
-        return self.n_kept == self.n_items
-
-
-@dataclass(frozen=True)
-class CorpusRef:
-    name: str
-    content_hash: str
-
-
-def resolve_corpus(catalog: Catalog, corpus: str | None) -> CorpusRef:
-    """A probed corpus by name (its latest content) or hash prefix; the only one if None."""
-    rows = catalog.conn.execute(
-        "SELECT corpus, corpus_hash, max(created_at) FROM embeddings GROUP BY 1, 2 ORDER BY 3 DESC"
-    ).fetchall()
-    if not rows:
-        raise HubindexError("no checkpoint has been probed yet; run `hubindex probe` first")
-    if corpus is None:
-        names = {r[0] for r in rows}
-        if len(names) > 1:
-            raise UsageError(f"several corpora are probed ({', '.join(sorted(names))}); choose one with --corpus")
-        return CorpusRef(rows[0][0], rows[0][1])
-    for name, content_hash, _ in rows:  # newest first: a name means its latest content
-        if corpus in (name, content_hash) or (len(corpus) >= 8 and content_hash.startswith(corpus)):
-            return CorpusRef(name, content_hash)
-    known = ", ".join(sorted({r[0] for r in rows}))
-    raise UsageError(f"corpus {corpus!r} has not been probed; probed corpora: {known}")
-
-
-def probed_checkpoints(catalog: Catalog, corpus: CorpusRef) -> list[Probed]:
-    """The newest stored features of each checkpoint on a corpus, ordered by checkpoint id."""
-    rows = catalog.conn.execute(
-        """
-        SELECT checkpoint_id, checkpoint_sha, path, file_sha256, n_items, n_kept, dim FROM (
-            SELECT *, row_number() OVER (PARTITION BY checkpoint_id ORDER BY created_at DESC) AS newest
-            FROM embeddings WHERE corpus_hash = ? AND layer = ?
-        ) WHERE newest = 1 ORDER BY checkpoint_id
-        """,
-        [corpus.content_hash, DEFAULT_LAYER],
-    ).fetchall()
-    return [Probed(*row) for row in rows]
 
 
 class _FeatureCache:
@@ -117,7 +60,7 @@ class KappaUpdate:
         kind = (f" (sparse graph: {self.graph.neighbors} highest of {self.graph.candidates} candidates each)"
                 if self.graph else "")
         return (
-            f"kappa on {self.corpus.name} ({self.corpus.content_hash[:12]}): {self.checkpoints} checkpoints{kind}, "
+            f"kappa on {self.corpus.spec or self.corpus.name} ({self.corpus.content_hash[:12]}): {self.checkpoints} checkpoints{kind}, "
             f"{self.computed} pairs computed, {self.reused} reused{failed} in {self.seconds:.1f} s"
         )
 
@@ -221,6 +164,44 @@ class GraphSettings:
     neighbors: int = 32
     candidates: int = 128
     batch: int = 256  # checkpoints searched and committed together
+
+
+def kappa_up_to_date(catalog: Catalog, corpus: CorpusRef, centered: bool = True, dense_max: int = DENSE_MAX,
+                     graph: GraphSettings | None = None) -> KappaUpdate | None:
+    """The update `update_kappa` would report if it has nothing to compute, else None.
+
+    Only reads, so a read-only catalog can answer a run with nothing to do.
+    """
+    started = time.monotonic()
+    probed = probed_checkpoints(catalog, corpus)
+    n = len(probed)
+    if n > dense_max:
+        with _ProbedTable(catalog, probed):
+            ((todo,),) = catalog.conn.execute(
+                "SELECT count(*) FROM probed_now p ANTI JOIN kappa_graph g ON g.checkpoint_id = p.id "
+                "AND g.checkpoint_sha = p.sha AND g.corpus_hash = ? AND g.centered = ?",
+                [corpus.content_hash, centered]).fetchall()
+        if todo:
+            return None
+        ((stored,),) = catalog.conn.execute("SELECT count(*) FROM kappa WHERE corpus_hash = ? AND centered = ?",
+                                            [corpus.content_hash, centered]).fetchall()
+        return KappaUpdate(corpus, n, 0, int(stored), [], time.monotonic() - started, graph=graph or GraphSettings())
+    if current_pair_count(catalog, corpus, centered, probed) < n * (n - 1) // 2:
+        return None
+    return KappaUpdate(corpus, n, 0, n * (n - 1) // 2, [], time.monotonic() - started)
+
+
+def current_pairs(catalog: Catalog, corpus: CorpusRef, centered: bool = True,
+                  batch: int = 100_000) -> Iterator[tuple[str, str, float, int]]:
+    """The stored kappa pairs (a, b, value, items) of the probed checkpoints at their current shas,
+    a < b, read in batches. Consume it before running another query on the catalog."""
+    probed = probed_checkpoints(catalog, corpus)
+    with _ProbedTable(catalog, probed):
+        cursor = catalog.conn.execute(
+            f"SELECT k.checkpoint_a, k.checkpoint_b, k.value, k.n_items {_CURRENT_PAIRS} ORDER BY 1, 2",
+            {"hash": corpus.content_hash, "centered": centered})
+        while rows := cursor.fetchmany(batch):
+            yield from rows
 
 
 def update_kappa(

@@ -29,7 +29,7 @@ from hubindex.catalog import Catalog, utcnow
 from hubindex.errors import Interrupted, UsageError
 from hubindex.executors import local_executor
 from hubindex.index import Index
-from hubindex.interrupts import stop_on_signals
+from hubindex.interrupts import stop_on_signals, was_interrupted
 from hubindex.plugins import known_names, metrics, probes
 from hubindex.probing import (
     DEFERRED,
@@ -537,7 +537,9 @@ def run_score(
                         plan=run.plan,
                         compute=lambda work: run.compute(executor, work, probe_resources(device), bar),
                     )
-            except KeyboardInterrupt:
+            except BaseException as exc:
+                if not was_interrupted(exc):
+                    raise
                 raise Interrupted(
                     f"score interrupted; {summary.computed} scores saved. "
                     "Run the same command again to continue (saved scores are kept)."

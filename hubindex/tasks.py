@@ -502,10 +502,14 @@ def load_task(index: Index, catalog: Catalog, name: str) -> Task:
     return Task(name, row["modality"], items, labels, train, classes, content_hash, row["seed"])
 
 
+# What `task list` shows of each task, in this order.
+TASK_COLUMNS = ("task", "modality", "source_kind", "n_examples", "n_train", "n_classes", "validation_fraction",
+                "seed", "source", "content_hash")
+
+
 def describe_task(row: dict[str, Any]) -> dict[str, Any]:
     """A task row for printing."""
-    described = {k: row[k] for k in ("task", "modality", "source_kind", "n_examples", "n_train", "n_classes",
-                                      "validation_fraction", "seed", "source")}
+    described = {k: row[k] for k in TASK_COLUMNS}
     described["content_hash"] = row["content_hash"][:12]
     return described
 

@@ -5,15 +5,39 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator
+from datetime import datetime
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    ClassVar,
+    Iterable,
+    Iterator,
+    Protocol,
+    Sequence,
+)
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import click
     import numpy as np
 
-    from hubindex.pipeline import CrawlContext
-
 PLUGIN_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+
+
+class CrawlContext(Protocol):
+    """What a crawler may use while it runs (the crawl pipeline provides it)."""
+
+    run_id: int
+    resumed_from: int | None
+    # Newest last_modified seen by the last completed run of the same query, if any.
+    previous_watermark: datetime | None
+    progress: Any  # a tqdm bar; crawlers may set .total and call .set_postfix_str
+
+    def stored(self, column: str, id_prefix: str) -> dict[str, Any]:
+        """{checkpoint_id: value of column} for stored checkpoints whose id starts with id_prefix."""
+
+    def stored_values(self, column: str, condition: str, params: Sequence[Any] = ()) -> dict[str, Any]:
+        """{checkpoint_id: value of column} for stored checkpoints matching a SQL condition."""
 
 
 class Component:

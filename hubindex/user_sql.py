@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -84,7 +85,11 @@ class QueryStream:
 
     def write_parquet(self, target: Path) -> int:
         """Stream the result into a Parquet file (written beside, then renamed); returns its row count."""
-        reader = self._cursor.fetch_record_batch(STREAM_BATCH_ROWS)
+        with warnings.catch_warnings():
+            # DuckDB notes that a result already executed is copied batch by batch into Arrow:
+            # that copy is the stream this export wants (the query runs once, under its fences).
+            warnings.simplefilter("ignore", UserWarning)
+            reader = self._cursor.to_arrow_reader(STREAM_BATCH_ROWS)
         partial = target.with_name(f".{target.name}.partial")
         # The user's connection has no file access; a separate in-memory DuckDB writes the file.
         with duckdb.connect() as writer, _query_errors(self._timeout_s):

@@ -886,13 +886,23 @@ class HfCrawler(Crawler):
         return endpoint
 
     def _token(self) -> str | bool:
+        """The Hub token: from the variable --token-env names, else huggingface_hub's own lookup.
+
+        That lookup is $HF_TOKEN, then the token file `hf auth login` writes (in $HF_HOME); none
+        found, or HF_HUB_DISABLE_IMPLICIT_TOKEN set, means anonymous requests. The token only goes
+        into the Authorization header, never into output or the catalog.
+        """
         name = self.options.get("token_env")
-        if not name:
-            return False  # anonymous: never pick up a token the user did not ask for
-        token = os.environ.get(name)
-        if not token:
-            raise UsageError(f"--token-env {name}: the environment variable {name} is not set")
-        return token
+        if name:
+            token = os.environ.get(name)
+            if not token:
+                raise UsageError(f"--token-env {name}: the environment variable {name} is not set")
+            return token
+        if os.environ.get("HF_HUB_DISABLE_IMPLICIT_TOKEN", "").upper() in ("1", "ON", "YES", "TRUE"):
+            return False
+        from huggingface_hub import get_token
+
+        return get_token() or False
 
     def validate(self) -> None:
         """Reject malformed ids and names before any request is made."""
@@ -940,7 +950,7 @@ class HfCrawler(Crawler):
             # A repo whose metadata fetch failed is retried by the next crawl, but under a newer
             # watermark it would never be listed again: list back to the oldest such repo.
             # (Disabled repos fail every time; they do not hold the watermark back.)
-            owed = ctx.catalog.stored_values(
+            owed = ctx.stored_values(
                 "last_modified",
                 "starts_with(checkpoint_id, 'hf:') AND sha IS DISTINCT FROM metadata_sha "
                 "AND disabled IS NOT TRUE AND last_modified IS NOT NULL",

@@ -162,8 +162,19 @@ class MaximumMutualInformation(Query):
             assert context.kappa_lowrank is not None  # the core provides one of them (uses = kappa)
             ids, factors, diagonal = context.kappa_lowrank
             selection = mmi_select_lowrank(factors, diagonal, min(budget, len(ids)))
-        return [Pick(ids[i], gain, f"gain {gain:.4f} nats", mi)
+        return [Pick(ids[i], gain, f"gain {nats_text(gain)} nats", mi)
                 for i, gain, mi in zip(selection.indices, selection.gains, selection.mi_nats)]
+
+
+def nats_text(value: float) -> str:
+    """A gain or an MI in nats to 4 decimals, or to 3 significant digits where 4 decimals would show 0.
+
+    A gain can be slightly negative (see `hubindex select mmi --help`); -0.0000 would hide its
+    sign and size, and a negative zero prints as 0.
+    """
+    if value == 0 or not np.isfinite(value):
+        return f"{value + 0.0:g}"
+    return f"{value:.4f}" if abs(value) >= 5e-5 else f"{value:.3g}"
 
 
 @hookimpl

@@ -857,7 +857,10 @@ def build_command(index: Index, out: Path | None, members: tuple[str, ...]) -> N
     Load:  HF_HUB_OFFLINE=1 HF_HUB_CACHE=DIR python -c \\
              'from transformers import AutoModel; AutoModel.from_pretrained("hubindex-zoo/all-MiniLM-L6-v2")'
     """
-    out = out or index.root / "zoo"
+    if out is None:
+        if index.create():
+            click.echo(f"hubindex: started a new index in {index.root}", err=True)
+        out = index.root / "zoo"
     results = build_zoo(out, members or None)
     for result in results:
         timing = f"{result.seconds:5.1f}s" if result.status == "built" else "      "

@@ -98,6 +98,7 @@ def catalog_snapshot(index: Index) -> dict:
 def index_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh, empty index folder; HUBINDEX_INDEX points at it so nothing touches index_data/."""
     folder = tmp_path / "index"
+    folder.mkdir()  # the command line makes a missing folder only in crawl, zoo build and nightly
     monkeypatch.setenv("HUBINDEX_INDEX", str(folder))
     return folder
 

@@ -88,11 +88,11 @@ def test_a_fingerprint_folder_missing_rows_is_rebuilt(probed: Path, hubindex: An
 
 def test_an_unreadable_fingerprint_ivf_file_is_removed_and_rebuilt(probed: Path, hubindex: Any, index_dir: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    import hubindex.fingerprints as fingerprints
+    import hubindex.fingerprint_index as fingerprint_index
 
-    monkeypatch.setattr(fingerprints, "SHARD_ROWS", 1)
-    monkeypatch.setattr(fingerprints, "IVF_LISTS", 1)
-    monkeypatch.setattr(fingerprints, "APPROXIMATE_ABOVE", 2)
+    monkeypatch.setattr(fingerprint_index, "SHARD_ROWS", 1)
+    monkeypatch.setattr(fingerprint_index, "IVF_LISTS", 1)
+    monkeypatch.setattr(fingerprint_index, "APPROXIMATE_ABOVE", 2)
     (folder,) = _files(index_dir, "store/fingerprints/*")
     shutil.rmtree(folder)  # rebuilt in shards of one row, each closed one with its IVF file
     assert hubindex("kappa", "--corpus", "bbc-news").exit_code == 0

@@ -49,7 +49,7 @@ def test_unknown_crawl_source(hubindex, catalog: Index) -> None:
 
 def test_unknown_crawl_source_creates_no_index(hubindex, index_dir: Path) -> None:
     assert_one_line_error(hubindex("crawl", "nosuch"), exit_code=2)
-    assert not index_dir.exists()
+    assert not (index_dir / "catalog.duckdb").exists()
 
 
 @pytest.mark.parametrize(

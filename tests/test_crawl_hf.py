@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pytest
-from huggingface_hub import HfApi, hf_hub_download, snapshot_download
+from huggingface_hub import HfApi, constants, hf_hub_download, snapshot_download
 from huggingface_hub.errors import (
     BadRequestError,
     DisabledRepoError,
@@ -31,8 +31,9 @@ from huggingface_hub.utils import get_session, hf_raise_for_status
 from hub_imitation import (  # noqa: F401 - hub and hub_server are fixtures
     LIST, MODEL_INFO, TREE, Fault, HubImitation, closed_port, hub, hub_server,
 )
+from hubindex.errors import UsageError
 from hubindex.index import Index
-from hubindex_plugins.crawl_hf import HfCrawler
+from hubindex_plugins.crawl_hf import HfCrawler, HubClient
 
 MODEL_INDEX = [{
     "name": "vit-small",
@@ -796,3 +797,43 @@ def test_malformed_author_rejected(hub: HubImitation, hubindex: Any) -> None:
     result = crawl(hubindex, hub, "--author", "../x")
     assert result.exit_code == 2 and result.stderr.startswith("hubindex: error: malformed --author")
     assert hub.log == []
+
+
+# ---------------------------------------------------------------------------------- the token
+
+
+def test_token_comes_from_huggingface_hub_lookup_without_token_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """$HF_TOKEN, then the token file huggingface_hub writes; --token-env names another variable."""
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE", "HF_HUB_DISABLE_IMPLICIT_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    token_file = tmp_path / "token"
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(token_file))
+    assert HfCrawler()._token() is False  # nothing anywhere: anonymous
+    token_file.write_text("hf_from_the_file\n")
+    assert HfCrawler()._token() == "hf_from_the_file"
+    monkeypatch.setenv("HF_TOKEN", "hf_from_the_environment")
+    assert HfCrawler()._token() == "hf_from_the_environment"
+    client = HubClient("http://127.0.0.1:9", HfCrawler()._token(), 1.0)
+    try:
+        assert client._http.headers["authorization"] == "Bearer hf_from_the_environment"
+    finally:
+        client.close()
+    monkeypatch.setenv("MY_HUB_TOKEN", "hf_named")
+    assert HfCrawler(token_env="MY_HUB_TOKEN")._token() == "hf_named"
+    with pytest.raises(UsageError, match="--token-env UNSET_VARIABLE"):
+        HfCrawler(token_env="UNSET_VARIABLE")._token()
+    monkeypatch.setenv("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1")
+    assert HfCrawler()._token() is False
+
+
+def test_the_token_is_never_printed_or_stored(
+    hub: HubImitation, hubindex: Any, index: Index, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "hf_secretvalue1234567890"
+    monkeypatch.setenv("HF_TOKEN", secret)
+    populate(hub)
+    result = ok(crawl(hubindex, hub, "--limit", "2"))
+    assert secret not in result.stdout + result.stderr
+    assert all(secret not in json.dumps(run, default=str) for run in runs(index))

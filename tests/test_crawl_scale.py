@@ -256,6 +256,7 @@ def test_rate_limit_past_max_wait_keeps_what_concurrent_requests_brought(
     hub.latency(MODEL_INFO, 0.02)
     hub.retry_after(f"/api/models/{names[10]}", 999999, times=None)
     index_dir = tmp_path / "index"
+    index_dir.mkdir()  # an existing index: the first crawl of a new one also says it started it
     result = crawl(index_dir, hub, "--max-wait", "5", "--concurrency", "8")
     assert_one_line_error(result, f"rate limited by {hub.url}", "999999 s", "--max-wait 5 s", exit_code=1)
     assert waits == []

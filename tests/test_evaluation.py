@@ -144,34 +144,35 @@ def test_ties_in_score_go_to_the_smaller_checkpoint_id(report: EvaluationReport)
     assert r["pearson"] == pytest.approx(0.0, abs=1e-12)
     # (a,b) tied in score, (a,c) discordant, (b,c) concordant: tau-b numerator 0.
     assert r["kendall"] == pytest.approx(0.0, abs=1e-12)
-    # All scores equal: ranking by id a, b, c; correlations undefined.
+    # All scores equal: the order is only the tie-break, so every measure is undefined.
     const = row(report, "pets", "relate")
-    assert const["rel@1"] == pytest.approx(0.75) and const["recall@3"] == 1.0
-    assert all(math.isnan(const[k]) for k in ("pearson", "kendall", "weighted_tau"))
+    assert const["undefined"] == "constant scores"
+    assert all(math.isnan(const[k]) for k in MEASURES)
 
 
 def test_means_skip_undefined_correlations(report: EvaluationReport) -> None:
     means = {m["metric"]: m for m in report.mean}
     assert [m["metric"] for m in report.mean] == ["logme", "relate"]
     logme, relate = means["logme"], means["relate"]
-    assert logme["n_tasks"] == relate["n_tasks"] == 2
+    assert logme["n_tasks"] == 2 and logme["n_undefined"] == 0
+    assert (relate["n_tasks"], relate["n_undefined"]) == (1, 1)  # pets/relate scores are constant
     assert logme["recall@1"] == 0.0 and logme["recall@3"] == 1.0
     assert logme["rel@1"] == pytest.approx((0.90 / 0.95 + 0.75) / 2)
     assert logme["pearson"] == pytest.approx(0.52400 / 2, abs=1e-5)
-    assert relate["recall@1"] == 0.5
-    # pets/relate has no correlation: only cifar contributes.
+    assert relate["recall@1"] == 1.0
+    # pets/relate is undefined: only cifar contributes.
     assert relate["pearson"] == pytest.approx(row(report, "cifar", "relate")["pearson"])
     assert relate["kendall"] == pytest.approx(1.0)
 
 
 def test_as_json_shape_and_table(report: EvaluationReport) -> None:
     data = report.as_json()
-    assert list(data) == ["per_task", "mean"]
+    assert list(data) == ["per_task", "mean", "notes"]
     assert len(data["per_task"]) == 4
     for r in data["per_task"]:
-        assert list(r) == ["task", "metric", "n_checkpoints", *MEASURES]
+        assert list(r) == ["task", "metric", "n_checkpoints", "ties", *MEASURES, "undefined"]
     for m in data["mean"]:
-        assert list(m) == ["metric", "n_tasks", *MEASURES]
+        assert list(m) == ["metric", "n_tasks", "n_undefined", *MEASURES]
     assert MEASURES == ("recall@1", "recall@3", "rel@1", "rel@3", "pearson", "kendall", "weighted_tau",
                         "regret", "relative_regret")
     text = json.dumps(data, allow_nan=False)  # NaN became null
@@ -180,7 +181,7 @@ def test_as_json_shape_and_table(report: EvaluationReport) -> None:
     assert "weighted_tau" in table and "relative_regret" in table and "n_tasks" in table
     assert "1 score row left out" in table
     pets_relate = [line for line in table.splitlines() if line.startswith("pets") and "relate" in line]
-    assert pets_relate and " - " in pets_relate[0]  # undefined correlations
+    assert pets_relate and " - " in pets_relate[0] and "undefined (constant scores)" in pets_relate[0]
 
 
 def test_percent_truth_reads_as_fractions(tmp_path: Path) -> None:
@@ -279,7 +280,7 @@ def test_evaluate_command_prints_json_and_one_line_errors(tmp_path: Path, hubind
     result = hubindex("evaluate", "--scores", str(scores), "--truth", str(truth), "--budget", "2", "--json")
     assert result.exit_code == 0, result.stderr
     found = json.loads(result.stdout)
-    assert set(found) == {"per_task", "mean"}
+    assert set(found) == {"per_task", "mean", "notes"}
     (row,) = found["per_task"]
     # The top-scored a (0.70) is not the best b (0.90); b is second, inside the budget of 2.
     assert (row["recall@1"], row["recall@3"], row["rel@1"], row["regret"]) == (0.0, 1.0, pytest.approx(0.7 / 0.9), 0.0)
@@ -287,3 +288,55 @@ def test_evaluate_command_prints_json_and_one_line_errors(tmp_path: Path, hubind
     assert "relative_regret" in table.stdout and "mean over tasks" in table.stdout
     assert_one_line_error(hubindex("evaluate", "--scores", str(tmp_path / "none.csv"), "--truth", str(truth)),
                           "none.csv")
+
+
+# ------------------------------------------------------------------ constant scores and ties
+
+
+def test_constant_scores_are_undefined_not_a_recall_of_zero(tmp_path: Path, hubindex: Any) -> None:
+    """H-score's C - 1 on separable features: equal up to float noise for every checkpoint."""
+    truth = {("t", "a"): 0.6, ("t", "b"): 0.9, ("t", "c"): 0.7, ("u", "a"): 0.5, ("u", "b"): 0.8, ("u", "c"): 0.6}
+    noise = [0.9999999999999998, 1.0, 1.0000000000000002]
+    scores = [ScoreRow("t", c, "hscore", v) for c, v in zip("abc", noise)]
+    scores += [ScoreRow("u", c, "hscore", v) for c, v in zip("abc", (1.0, 3.0, 2.0))]
+    found = evaluate(scores, truth, higher_is_better={})
+    (t_row,) = [r for r in found.per_task if r["task"] == "t"]
+    assert t_row["undefined"] == "constant scores"
+    assert all(math.isnan(t_row[m]) for m in MEASURES)  # not recall@1 = 0 from the tie-break
+    (mean,) = found.mean
+    assert (mean["n_tasks"], mean["n_undefined"]) == (1, 1)
+    assert mean["recall@1"] == 1.0  # u alone: b, the best, has the highest score
+    data = json.loads(json.dumps(found.as_json(), allow_nan=False))
+    assert data["per_task"][0]["recall@1"] is None and data["per_task"][0]["undefined"] == "constant scores"
+    assert len(data["notes"]) == 1 and "'hscore'" in data["notes"][0] and "left out of its mean" in data["notes"][0]
+    assert "undefined (constant scores)" in found.table()
+    # Through the command: null in JSON, 'undefined (constant scores)' in the table.
+    s_csv = write(tmp_path, "s.csv", "task,checkpoint_id,metric,value\n" + "".join(
+        f"{r.task},{r.checkpoint_id},{r.metric},{r.value!r}\n" for r in scores))
+    t_csv = write(tmp_path, "t.csv", "task,checkpoint_id,accuracy\n" + "".join(
+        f"{task},{cid},{acc}\n" for (task, cid), acc in truth.items()))
+    result = hubindex("evaluate", "--scores", str(s_csv), "--truth", str(t_csv), "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["per_task"][0]["recall@1"] is None
+    table = hubindex("evaluate", "--scores", str(s_csv), "--truth", str(t_csv)).stdout
+    (t_line,) = [line for line in table.splitlines() if line.startswith("t ")]
+    assert "undefined (constant scores)" in t_line
+
+
+def test_ties_across_the_budget_are_counted_and_noted(tmp_path: Path, hubindex: Any) -> None:
+    # b and c tie at 2 for the second place of a budget of 2: c is left out by its id alone.
+    s_csv = write(tmp_path, "s.csv", "task,checkpoint_id,metric,value\nt,a,m,3\nt,b,m,2\nt,c,m,2\nt,d,m,1\n")
+    t_csv = write(tmp_path, "t.csv", "task,checkpoint_id,accuracy\nt,a,0.5\nt,b,0.6\nt,c,0.9\nt,d,0.4\n")
+    found = evaluate(load_scores(s_csv), load_truth(t_csv), budget=2, higher_is_better={})
+    assert found.per_task[0]["ties"] == 2
+    assert evaluate(load_scores(s_csv), load_truth(t_csv), budget=3, higher_is_better={}).per_task[0]["ties"] == 0
+    result = hubindex("evaluate", "--scores", str(s_csv), "--truth", str(t_csv), "--budget", "2")
+    assert result.exit_code == 0, result.stderr
+    assert "2 checkpoints tie on the score at the budget boundary" in result.stderr
+    assert "ties" in result.stdout.splitlines()[1]
+    exported = hubindex("evaluate", "--scores", str(s_csv), "--truth", str(t_csv), "--budget", "2",
+                        "--format", "ndjson")
+    rows = [json.loads(line) for line in exported.stdout.splitlines()]
+    assert [(r["scope"], r["ties"]) for r in rows] == [("task", 2), ("mean", None)]
+    csv_out = hubindex("evaluate", "--scores", str(s_csv), "--truth", str(t_csv), "--format", "csv").stdout
+    assert csv_out.splitlines()[0].startswith("scope,task,metric,n,ties")

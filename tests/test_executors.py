@@ -213,11 +213,13 @@ def test_failures_in_ray_tasks_are_recorded_and_the_others_stored(
     try:
         images = run("probe", "--where", "library_name = 'timm'", "--corpus", "sample-images",
                      "--max-items", IMAGE_ITEMS, "--executor", "ray")
-        crashed = run("probe", f"local:{crash}", "--corpus", "bbc-news", "--max-items", "20", "--executor", "ray")
+        crashed = run_hubindex("probe", f"local:{crash}", "--corpus", "bbc-news", "--max-items", "20",
+                               "--executor", "ray", index_dir=index_dir)
     finally:
         pm.unregister(name="test-crashing-probes")
     assert "6 checkpoints; 5 probed, 0 reused, 1 failed" in images.stdout
     assert "1 checkpoints; 0 probed, 0 reused, 1 failed" in crashed.stdout
+    assert crashed.exit_code == 4  # nothing probed
     stored = embeddings(index_dir)
     assert {key.split(" @ ")[0] for key in stored} == {
         row for row in (ORG + name for name in (

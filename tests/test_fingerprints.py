@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import Zoo, run_hubindex
-from test_relate import CORPUS_HASH, family, register
+from test_relate import CORPUS_HASH, family, kappa_rows_matrix, register
 
+import hubindex.fingerprint_index as fingerprint_index
 import hubindex.fingerprints as fingerprints
 from hubindex.fingerprints import (
     FingerprintIndex,
@@ -250,16 +251,17 @@ def test_neighbours_are_reranked_by_exact_kappa(index: Index, hubindex: Any) -> 
     result = hubindex("neighbors", "t:parent", "-k", "2", "--candidates", "3", "--json")
     assert result.exit_code == 0, result.stderr
     found = json.loads(result.stdout)
-    assert [set(entry) for entry in found] == [{"checkpoint_id", "kappa", "kappa_estimate"}] * 2
+    assert [set(entry) for entry in found] == [{"checkpoint_id", "kappa", "kappa_estimate", "corpus", "corpus_hash"}] * 2
+    assert {(entry["corpus"], entry["corpus_hash"]) for entry in found} == {(CORPUS.name, CORPUS.content_hash)}
     table = hubindex("neighbors", "t:parent", "-k", "2")
     assert table.stdout.split("\n")[0].split() == ["checkpoint_id", "kappa", "kappa_estimate"]
 
 
 def test_above_the_threshold_the_catalog_path_searches_the_ivf_files(index: Index,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fingerprints, "SHARD_ROWS", 4)
-    monkeypatch.setattr(fingerprints, "IVF_LISTS", 2)
-    monkeypatch.setattr(fingerprints, "APPROXIMATE_ABOVE", 8)
+    monkeypatch.setattr(fingerprint_index, "SHARD_ROWS", 4)
+    monkeypatch.setattr(fingerprint_index, "IVF_LISTS", 2)
+    monkeypatch.setattr(fingerprint_index, "APPROXIMATE_ABOVE", 8)
     rng = np.random.default_rng(4)
     base = rng.normal(size=(120, 16))
     zoo = {f"t:m{k:02d}": base @ rng.normal(size=(16, 20)) + (k % 5) * rng.normal(size=(120, 20)) for k in range(10)}
@@ -299,8 +301,8 @@ def test_the_readme_neighbours_example_returns_the_exact_top_1(zoo: Zoo, tmp_pat
 
     run("crawl", "local", str(zoo.out))
     run("probe", "--where", f"starts_with(checkpoint_id, '{org}')", "--corpus", "bbc-news")
-    table = json.loads(run("kappa", "--corpus", "bbc-news", "--json").stdout)
-    row = dict(zip(table["checkpoints"], table["kappa"][table["checkpoints"].index(org + "all-MiniLM-L6-v2")]))
+    ids, values = kappa_rows_matrix(json.loads(run("kappa", "--corpus", "bbc-news", "--json").stdout))
+    row = dict(zip(ids, values[ids.index(org + "all-MiniLM-L6-v2")]))
     found = json.loads(run("neighbors", org + "all-MiniLM-L6-v2", "--corpus", "bbc-news", "-k", "3", "--json").stdout)
     assert found[0]["checkpoint_id"] == org + "all-MiniLM-L6-v2-first3"
     assert [entry["kappa"] for entry in found] == pytest.approx(

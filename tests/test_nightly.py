@@ -118,6 +118,7 @@ class Setup:
 
     def new_index(self, folder: Path) -> Path:
         """An index with the labeled task the configuration scores."""
+        folder.mkdir(parents=True, exist_ok=True)  # `task add` adds to an index, it does not start one
         result = run_hubindex("task", "add", "news", "--csv", str(self.task_csv), "--text-col", "text",
                               "--label-col", "label", index_dir=folder)
         assert result.exit_code == 0, result.stderr
@@ -382,15 +383,14 @@ def test_example_config_parses_and_validates(hubindex: Any) -> None:
     from hubindex.nightly import load_config
 
     config = load_config(EXAMPLE_CONFIG)
-    assert [c.source for c in config.crawl] == ["hf", "timm", "local"]
-    assert config.crawl[0].options["filters"] == ("image-classification",)
-    assert config.crawl[2].options["path"] == Path("/data/hf-cache")
-    assert [c.spec for c in config.probe.corpora] == ["bbc-news", "sample-images"]
+    assert [c.source for c in config.crawl] == ["timm", "local"]
+    assert config.crawl[0].options["pattern"] == "efficientnet*"
+    # Relative to the file: the zoo `hubindex zoo build` assembles in the embedded index.
+    assert config.crawl[1].options["path"].resolve() == EXAMPLE_CONFIG.parent.parent.parent / "index_data" / "zoo"
+    assert [c.name for c in config.probe.corpora] == ["bbc-news", "sample-images"]
     assert config.probe.max_checkpoints == 200
-    assert config.score.reference_tasks == {"digits-0to4": "digits-5to9"}
-    result = hubindex("nightly", "--config", str(EXAMPLE_CONFIG), "--check", "--executor", "local")
-    assert result.exit_code == 0, result.stderr
-    assert json.loads(result.stdout)["executor"]["kind"] == "local"
+    assert config.score.tasks is None and config.score.metrics == ("logme", "knn")
+    # tests/test_nightly_check.py runs --check on the example against an index with the zoo.
 
 
 def test_crawl_options_are_those_of_the_command_line() -> None:
@@ -422,7 +422,18 @@ def test_crawl_options_are_those_of_the_command_line() -> None:
     ('[limits]\nretry_failed_after_days = inf\n', "retry_failed_after_days: expected a finite number of at least 0"),
     ("[probe\n", "not valid TOML"),
     ("[kappa]\ndense_max = 1\n", "[kappa] dense_max: expected an integer of at least 2, got 1"),
-    ("[kappa]\ngraph_candidates = 10\n", "[kappa] graph_neighbors (32) exceeds graph_candidates (10)"),
+    ("[kappa]\ngraph_candidates = 10\n", "[kappa] graph_candidates: 10 is fewer than graph_neighbors (32)"),
+    ("[kappa]\ngraph_neighbors = 200\n", "[kappa] graph_neighbors: 200 exceeds the default graph_candidates (128)"),
+    ("[probe]\ncorpora = [{ name = \"bbc-news\", max_items = 0 }]\n",
+     "[probe] corpora #1 max_items: expected an integer of at least 1, got 0"),
+    ('[probe]\ncorpora = [{ max_items = 5 }]\n', "[probe] corpora #1: needs `name`"),
+    ("[probe]\nwhere = 5\n", "[probe] where: expected a non-empty string, got 5"),
+    ('[probe]\nwhere = "true; DROP TABLE checkpoints"\n', "[probe] where: one SQL condition"),
+    ("[score]\ntasks = \"news\"\n", "[score] tasks: expected a list of strings, got 'news'"),
+    ("[kappa]\ncentered = 1\n", "[kappa] centered: expected true or false, got 1"),
+    ("[limits]\nbusy_timeout_seconds = true\n", "busy_timeout_seconds: expected a finite number of at least 0"),
+    ("probe = 3\n", "[probe]: expected a table, got 3"),
+    ('[executor]\ndevice = "tpu"\n', "[executor] device: expected one of auto, cpu, cuda, got 'tpu'"),
 ])
 def test_config_errors_name_the_key(hubindex: Any, tmp_path: Path, text: str, fragment: str) -> None:
     config = tmp_path / "bad.toml"
@@ -481,7 +492,7 @@ def test_long_stages_publish_snapshots_between_batches(
         return snapshot
 
     monkeypatch.setattr(Catalog, "publish_snapshot", publish_and_count)
-    monkeypatch.setattr("hubindex.nightly.CHUNK", 1)  # one checkpoint per batch
+    monkeypatch.setattr("hubindex.nightly.stages.CHUNK", 1)  # one checkpoint per batch
     members = ", ".join(f"'{ZOO}{m}'" for m in TEXT_MEMBERS)
     config = tmp_path / "nightly.toml"
     config.write_text(f'[[crawl]]\nsource = "local"\npath = "{zoo.out}"\n'
@@ -578,15 +589,17 @@ def test_lock_refuses_a_second_holder_and_is_freed_when_its_process_dies(tmp_pat
     lock.release()
 
 
-def test_readme_quotes_the_example_files_verbatim() -> None:
+def test_nightly_guide_quotes_the_example_files_verbatim() -> None:
     folder = EXAMPLE_CONFIG.parent
-    readme = (folder.parent.parent / "README.md").read_text()
+    guide = (folder.parent.parent / "docs" / "nightly.md").read_text()
     service = (folder / "hubindex-nightly.service").read_text()
     timer = (folder / "hubindex-nightly.timer").read_text()
     assert "ExecStart=" in service and " nightly --config " in service
     assert "OnCalendar=" in timer and "Unit=hubindex-nightly.service" in timer
-    for text, fence in ((EXAMPLE_CONFIG.read_text(), "```toml\n"), (service, "```ini\n"), (timer, "```ini\n")):
-        assert f"{fence}{text}```" in readme
+    for path, text, fence in ((EXAMPLE_CONFIG, EXAMPLE_CONFIG.read_text(), "```toml\n"),
+                              (folder / "hubindex-nightly.service", service, "```ini\n"),
+                              (folder / "hubindex-nightly.timer", timer, "```ini\n")):
+        assert f"{fence}{text}```" in guide, f"docs/nightly.md does not quote {path.name} verbatim"
 
 
 def test_a_checkpoint_no_probe_takes_is_recorded_once_per_revision(hubindex: Any, index_dir: Path,

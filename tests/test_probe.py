@@ -310,6 +310,22 @@ def test_broken_and_nan_checkpoints_are_recorded_and_the_run_goes_on(
     # A text corpus for every checkpoint: the image models have no matching probe.
     text_only = hubindex("probe", "--where", "library_name = 'timm'", "--corpus", "bbc-news", "--max-items", "40")
     assert "3 checkpoints; 0 probed, 0 reused, 0 failed, 3 without a matching probe" in text_only.stdout
+    assert text_only.exit_code == 4, "nothing probed is exit 4, not success"
+    assert "no checkpoint was probed" in text_only.stderr
+
+
+def test_a_probe_where_every_checkpoint_fails_exits_4(crawled: Path, hubindex: Any) -> None:
+    broken = hubindex("probe", "--where", "checkpoint_id LIKE '%-nan' OR checkpoint_id LIKE '%-broken'",
+                      "--device", "cpu", "--max-items", "20")
+    assert broken.exit_code == 4, broken.stderr
+    assert "3 checkpoints; 0 probed, 0 reused, 3 failed" in broken.stdout
+    assert broken.stderr.splitlines()[-1].startswith("hubindex: error: no checkpoint was probed: 3 failed")
+
+
+def test_a_where_that_matches_nothing_exits_4(crawled: Path, hubindex: Any) -> None:
+    result = hubindex("probe", "--where", "params_total > 1e15")
+    assert result.exit_code == 4
+    assert result.stderr == "hubindex: error: no checkpoint matches --where 'params_total > 1e15'\n"
 
 
 def test_where_is_a_read_only_condition(crawled: Path, hubindex: Any) -> None:
@@ -321,7 +337,11 @@ def test_where_is_a_read_only_condition(crawled: Path, hubindex: Any) -> None:
     external = hubindex("probe", "--where", "checkpoint_id IN (SELECT * FROM read_csv('/etc/passwd'))")
     assert external.exit_code == 1 and "hubindex: error:" in external.stderr
     bad = hubindex("probe", "--where", "no_such_column = 1")
-    assert bad.exit_code == 1 and "no_such_column" in bad.stderr
+    assert bad.exit_code == 2 and "--where 'no_such_column = 1' cannot run" in bad.stderr
+    for condition in ("params_total <", "(params_total > 3", "library_name = 'timm' AND"):
+        unfinished = hubindex("probe", "--where", condition)
+        assert unfinished.exit_code == 2, unfinished.stderr
+        assert unfinished.stderr.startswith(f"hubindex: error: --where {condition!r} is not a valid SQL condition")
     count = hubindex("sql", "SELECT count(*) AS n FROM checkpoints", "--format", "csv")
     assert count.stdout.splitlines() == ["n", "6"]
 

@@ -44,10 +44,24 @@ def register(index: Index, checkpoint_id: str, features: np.ndarray, sha: str = 
         })
 
 
-def kappa_json(hubindex: Any) -> dict[str, Any]:
-    result = hubindex("kappa", "--json")
+def kappa_rows_matrix(rows: list[dict[str, Any]]) -> tuple[list[str], np.ndarray]:
+    """The checkpoints (sorted) and symmetric matrix, unit diagonal, of `kappa --format json`'s pair rows."""
+    ids = sorted({r["checkpoint_a"] for r in rows} | {r["checkpoint_b"] for r in rows})
+    position = {cid: i for i, cid in enumerate(ids)}
+    values = np.eye(len(ids))
+    for r in rows:
+        i, j = position[r["checkpoint_a"]], position[r["checkpoint_b"]]
+        values[i, j] = values[j, i] = r["kappa"]
+    return ids, values
+
+
+def kappa_json(hubindex: Any, *args: str) -> dict[str, Any]:
+    """`kappa --format json` as {"checkpoints", "kappa" (matrix), "rows" (as printed)}."""
+    result = hubindex("kappa", *args, "--format", "json")
     assert result.exit_code == 0, result.stderr
-    return json.loads(result.stdout)
+    rows = json.loads(result.stdout)
+    ids, values = kappa_rows_matrix(rows)
+    return {"checkpoints": ids, "kappa": values.tolist(), "rows": rows}
 
 
 def test_catalog_kappa_matches_direct_and_is_incremental(index: Index, hubindex: Any) -> None:
@@ -124,14 +138,17 @@ def test_array_mode_json_matches_direct(tmp_path: Path, hubindex: Any) -> None:
         paths.append(str(path))
     result = hubindex("kappa", "--arrays", *paths, "--json")
     assert result.exit_code == 0, result.stderr
-    out = json.loads(result.stdout)
-    assert out["n_items"] == 120
-    values = np.array(out["kappa"])
-    features = list(zoo.values())
+    out = json.loads(result.stdout)  # one row per pair of files, in the order given
+    assert [(r["checkpoint_a"], r["checkpoint_b"]) for r in out] == [
+        (a, b) for i, a in enumerate(paths) for b in paths[i + 1:]]
+    assert {r["n_items"] for r in out} == {120}
+    ids, values = kappa_rows_matrix(out)
+    assert ids == sorted(paths)
+    features = [zoo[f"t:{Path(p).stem}"] for p in ids]
     direct = np.array([[direct_kappa(a, b) for b in features] for a in features])
     assert np.abs(values - direct).max() < 1e-6
-    uncentered = json.loads(hubindex("kappa", "--arrays", *paths, "--json", "--uncentered").stdout)
-    assert np.abs(np.array(uncentered["kappa"]) - np.array(
+    uncentered = kappa_rows_matrix(json.loads(hubindex("kappa", "--arrays", *paths, "--json", "--uncentered").stdout))
+    assert np.abs(uncentered[1] - np.array(
         [[direct_kappa(a, b, centered=False) for b in features] for a in features])).max() < 1e-6
     table = hubindex("kappa", "--arrays", *paths)
     assert table.exit_code == 0 and "parent" in table.stdout

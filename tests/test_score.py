@@ -203,6 +203,13 @@ def test_text_task_skips_head_metrics_for_encoders_without_a_head(scored: dict[s
     assert stored_features(index, MINILM, "bbc").shape == (45, 384)
 
 
+def test_a_score_that_produces_no_score_exits_4(scored: dict[str, Any]) -> None:
+    result = scored["run"]("score", "--task", "bbc", MINILM, "--metric", "leep")
+    assert result.exit_code == 4, result.stderr
+    assert "1 not applicable" in result.stderr
+    assert result.stderr.splitlines()[-1].startswith("hubindex: error: no score for task 'bbc'")
+
+
 def test_task_relatedness_with_a_reference_task(scored: dict[str, Any]) -> None:
     run, index = scored["run"], scored["index"]
     missing = run("score", "--task", "digits", DIGITS, "--metric", "task-relatedness")

@@ -12,8 +12,8 @@ import duckdb
 import pytest
 from conftest import assert_one_line_error, catalog_snapshot
 
-from hubindex.user_sql import _first_line
 from hubindex.cli import format_rows
+from hubindex.user_sql import _first_line
 from hubindex.index import Index
 from hubindex.types import CheckpointRecord
 
@@ -181,6 +181,43 @@ def test_row_cap(hubindex, catalog: Index) -> None:
     assert exact.stderr == ""
 
 
+@pytest.mark.parametrize("fmt", ["csv", "json", "ndjson"])
+def test_exports_carry_every_row(hubindex, catalog: Index, fmt: str) -> None:
+    """An export is never cut: 25,000 rows (over the table's 1,000 and the 10,000-row fetch batches)."""
+    result = hubindex("sql", "SELECT range AS i, 'x' || range AS s FROM range(25000)", "--format", fmt)
+    assert (result.exit_code, result.stderr) == (0, "")
+    if fmt == "csv":
+        rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    elif fmt == "json":
+        rows = json.loads(result.stdout)
+    else:
+        rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [int(row["i"]) for row in rows] == list(range(25000))
+    assert rows[-1]["s"] == "x24999"
+
+
+def test_a_table_is_cut_for_reading_and_says_how_to_get_every_row(hubindex, catalog: Index) -> None:
+    result = hubindex("sql", "SELECT range AS i FROM range(1500)")
+    assert result.exit_code == 0
+    assert len(result.stdout.splitlines()) == 1000 + 2  # header and rule
+    assert result.stderr.splitlines() == [
+        "hubindex: showing the first 1,000 rows; --format csv|json|ndjson gives every row"]
+
+
+def test_parquet_export_is_streamed_to_a_file(hubindex, catalog: Index, tmp_path: Path) -> None:
+    out = tmp_path / "rows.parquet"
+    result = hubindex("sql", "SELECT range AS i FROM range(30000)", "--format", "parquet", "--out", str(out))
+    assert result.exit_code == 0, result.stderr
+    assert "wrote 30,000 rows" in result.stderr
+    assert duckdb.sql(f"SELECT count(*), sum(i) FROM read_parquet('{out}')").fetchall() == [(30000, 449985000)]
+    assert not list(tmp_path.glob(".*partial"))
+
+    assert_one_line_error(hubindex("sql", "SELECT 1", "--format", "parquet"), "--out", exit_code=2)
+    assert_one_line_error(hubindex("sql", "SELECT 1", "--format", "parquet", "--out", str(tmp_path / "no" / "x.parquet")),
+                          "does not exist", exit_code=2)
+    assert not (tmp_path / "no").exists()
+
+
 def test_timeout(hubindex, catalog: Index) -> None:
     # DuckDB answers count(*) over range() without scanning it; hashing every value is real work.
     started = time.monotonic()
@@ -236,11 +273,10 @@ def test_first_line_of_duckdb_errors() -> None:
 def test_no_catalog_is_a_one_line_error(hubindex, index_dir: Path) -> None:
     line = assert_one_line_error(hubindex("sql", "SELECT 1"))
     assert "no catalog" in line and str(index_dir) in line
-    assert not index_dir.exists()  # reading never creates an index
+    assert list(index_dir.iterdir()) == []  # reading never creates a catalog
 
 
 def test_not_a_catalog_file_is_a_one_line_error(hubindex, index_dir: Path) -> None:
-    index_dir.mkdir()
     (index_dir / "catalog.duckdb").write_bytes(b"this is not a database" * 100)
     assert_one_line_error(hubindex("sql", "SELECT 1"))
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from conftest import CliResult, Zoo, run_hubindex
+from test_relate import kappa_rows_matrix
 
 ORG = "hf:hubindex-zoo/"
 TEXT_CORPUS = ("bbc-news", "1500")
@@ -36,9 +37,8 @@ def flow(zoo: Zoo, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         probes[corpus] = (first.stdout, first_s, second.stdout, time.perf_counter() - started)
     kappa = {}
     for corpus, _ in (TEXT_CORPUS, IMAGE_CORPUS):
-        table = json.loads(run("kappa", "--corpus", corpus, "--json").stdout)
-        ids = table["checkpoints"]
-        kappa[corpus] = {(a, b): table["kappa"][i][j] for i, a in enumerate(ids) for j, b in enumerate(ids)}
+        ids, values = kappa_rows_matrix(json.loads(run("kappa", "--corpus", corpus, "--json").stdout))
+        kappa[corpus] = {(a, b): values[i, j] for i, a in enumerate(ids) for j, b in enumerate(ids)}
     return {"index_dir": index_dir, "run": run, "probes": probes, "kappa": kappa}
 
 

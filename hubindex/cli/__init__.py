@@ -8,6 +8,7 @@ from __future__ import annotations
 # Importing a module adds its commands; `hubindex --help` lists them in this order, the workflow's.
 # isort: off
 import hubindex.cli.catalog_commands  # noqa: F401
+import hubindex.cli.show_command  # noqa: F401
 import hubindex.cli.collect_commands  # noqa: F401
 import hubindex.cli.relate_commands  # noqa: F401
 import hubindex.cli.task_commands  # noqa: F401

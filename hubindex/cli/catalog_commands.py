@@ -1,13 +1,19 @@
 """Commands over the catalog itself: plugins, check, sql."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
 from hubindex.cli.common import note_snapshot
-from hubindex.cli.output import FORMATS, TABLE_ROWS, RowWriter
+from hubindex.cli.output import (
+    FORMATS,
+    TABLE_ROWS,
+    RowWriter,
+    emit_json,
+    emit_rows,
+    output_format,
+)
 from hubindex.cli.root import cli
 from hubindex.errors import HubindexError, UsageError
 from hubindex.index import Index
@@ -19,22 +25,19 @@ from hubindex.user_sql import DEFAULT_TIMEOUT_S, open_readonly_query
 
 
 @cli.command("plugins")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def plugins_command(as_json: bool) -> None:
+@output_format
+def plugins_command(fmt: str) -> None:
     """List installed plugins, the hooks they implement and what they register."""
     described = describe_plugins()
-    if as_json:
-        click.echo(json.dumps(described, indent=2))
+    if fmt == "json":
+        emit_json(described)
         return
-    from tabulate import tabulate
-
     rows = []
     for entry in described:
         registers = "; ".join(f"{k}: {', '.join(entry[k])}" for k in REGISTRIES if k in entry)
         rows.append([entry["name"], "built-in" if entry["builtin"] else "third-party",
                      ", ".join(entry["hooks"]), registers])
-    click.echo(tabulate(rows, headers=["plugin", "kind", "hooks", "registers"]))
-
+    emit_rows(["plugin", "kind", "hooks", "registers"], rows, fmt)
 
 
 # ------------------------------------------------------------------------------------ check
@@ -44,8 +47,9 @@ def plugins_command(as_json: bool) -> None:
 @click.option("--repair", is_flag=True,
               help="Remove what can be recomputed: rows whose stored files are missing or changed, orphan "
                    "files and rows; replace an unreadable catalog by its readable snapshot.")
+@output_format
 @click.pass_obj
-def check_command(index: Index, repair: bool) -> None:
+def check_command(index: Index, repair: bool, fmt: str) -> None:
     """Verify the index: catalog integrity, stored files and their hashes, orphans, migrations.
 
     \b
@@ -61,10 +65,15 @@ def check_command(index: Index, repair: bool) -> None:
     from hubindex.check import check_index
 
     report = check_index(index, repair=repair)
-    for problem in report.problems:
-        click.echo(f"problem: {problem.line()}")
-    for done in report.repaired:
-        click.echo(f"repaired: {done}")
+    if fmt == "table":
+        for problem in report.problems:
+            click.echo(f"problem: {problem.line()}")
+        for done in report.repaired:
+            click.echo(f"repaired: {done}")
+    else:
+        rows = [["problem", p.thing, p.message, p.repair is not None] for p in report.problems]
+        rows += [["repaired", done, "", True] for done in report.repaired]
+        emit_rows(["kind", "thing", "message", "recomputable"], rows, fmt)
     checked = ", ".join(f"{count:,} {what}" for what, count in report.checked.items())
     left = report.unrepaired
     if left:
@@ -72,7 +81,7 @@ def check_command(index: Index, repair: bool) -> None:
                             + ("; `hubindex check --repair` removes what can be recomputed"
                                if not repair and any(p.repair for p in left) else ""))
     click.echo(f"index {index.root} is sound: checked {checked}" if not report.problems else
-               f"index {index.root} repaired: {len(report.repaired)} repair(s)")
+               f"index {index.root} repaired: {len(report.repaired)} repair(s)", err=fmt != "table")
 
 
 # ------------------------------------------------------------------------------------ sql

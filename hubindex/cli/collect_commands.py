@@ -11,8 +11,9 @@ from hubindex.cli.common import (
     executor_options,
     print_failures,
 )
+from hubindex.cli.output import SUMMARY_FORMAT, emit_summary, output_format
 from hubindex.cli.root import cli
-from hubindex.errors import UsageError
+from hubindex.errors import NothingDone, UsageError
 from hubindex.index import Index
 from hubindex.options import ParameterCount
 from hubindex.plugins import crawlers, known_names
@@ -33,17 +34,21 @@ class CrawlGroup(HubindexGroup):
         crawler_cls = registration.component
 
         @click.pass_obj
-        def run(index: Index, **options: Any) -> None:
+        def run(index: Index, fmt: str, **options: Any) -> None:
             from hubindex.pipeline import run_crawl
 
-            summary = run_crawl(index, crawler_cls(**options))
-            click.echo(summary.line())
+            crawler = crawler_cls(**options)
+            crawler.validate()  # bad options must not leave a new, empty index behind
+            if index.create():
+                click.echo(f"hubindex: started a new index in {index.root}", err=True)
+            summary = run_crawl(index, crawler)
+            emit_summary(summary, summary.line(), fmt)
             print_failures(summary.failures)
 
         return click.Command(
             name,
             callback=run,
-            params=crawler_cls.cli_params(),
+            params=[*crawler_cls.cli_params(), SUMMARY_FORMAT],
             help=crawler_cls.__doc__,
             short_help=crawler_cls.description,
         )
@@ -78,10 +83,11 @@ def crawl_group() -> None:
               help="Skip checkpoints with more parameters (e.g. 7B), recorded as too-large [default: those "
                    "whose weights would take over 60% of the memory at hand].")
 @executor_options
+@output_format
 @click.pass_obj
 def probe_command(index: Index, checkpoint_ids: tuple[str, ...], corpus_spec: str | None, where: str | None,
                   device: str, batch_size: int | None, max_items: int | None, max_params: int | None,
-                  executor_kind: str, address: str | None, workers: int | None) -> None:
+                  executor_kind: str, address: str | None, workers: int | None, fmt: str) -> None:
     """Run checkpoints on a probing corpus and store their features (one row per item).
 
     \b
@@ -94,7 +100,8 @@ def probe_command(index: Index, checkpoint_ids: tuple[str, ...], corpus_spec: st
     one no probe takes is recorded in `failures` as unsupported, with the reason. Features
     already stored for the same checkpoint sha, corpus content and precision are reused without
     loading the model; checkpoints that fail are recorded in `failures` and the run goes on.
-    Ctrl-C stops the run (exit 130); finished checkpoints are kept.
+    Ctrl-C stops the run (exit 130); finished checkpoints are kept. Exit 4 when no checkpoint
+    was probed (every one failed or had no probe for the corpus).
 
     \b
     Examples:
@@ -103,14 +110,19 @@ def probe_command(index: Index, checkpoint_ids: tuple[str, ...], corpus_spec: st
       hubindex probe --where true --executor ray --workers 2
     """
     from hubindex.executors import make_executor
-    from hubindex.probing import run_probe, select_checkpoints
+    from hubindex.probing import nothing_selected, run_probe, select_checkpoints
 
     with make_executor(executor_kind, address, workers) as executor:
         ids = select_checkpoints(index, where, checkpoint_ids)
         summary = run_probe(index, ids, corpus_spec, device=device, batch_size=batch_size, max_items=max_items,
                             executor=executor, max_params=max_params)
-    click.echo(summary.line())
+    emit_summary(summary, summary.line(), fmt)
     print_failures(summary.failures)
+    if not summary.selected:
+        raise nothing_selected(where)
+    if not summary.probed and not summary.reused:
+        raise NothingDone(f"no checkpoint was probed: {summary.failed} failed, {summary.no_probe} without a "
+                          "matching probe (see the failures table, or give a corpus of their modality)")
 
 
 # ------------------------------------------------------------------------------------ features
@@ -137,9 +149,11 @@ def features_group() -> None:
 @click.option("--register-new", is_flag=True,
               help="Add catalog rows (source 'import') for ids the catalog lacks, keyed by the manifest's sha or "
                    "else the file's sha256.")
+@output_format
 @click.pass_obj
 def features_import_command(index: Index, pairs: tuple[str, ...], folders: tuple[Path, ...], corpus_spec: str,
-                            max_items: int | None, layer: str, pooling: str, dtype: str, register_new: bool) -> None:
+                            max_items: int | None, layer: str, pooling: str, dtype: str, register_new: bool,
+                            fmt: str) -> None:
     """Register feature matrices computed elsewhere, keyed and stored as probed ones are.
 
     \b
@@ -160,6 +174,6 @@ def features_import_command(index: Index, pairs: tuple[str, ...], folders: tuple
     corpus = make_corpus(corpus_spec, max_items).load()
     summary = import_features(index, corpus, files, layer=layer, pooling=pooling, dtype=dtype,
                               register_new=register_new)
-    click.echo(summary.line(corpus))
+    emit_summary(summary, summary.line(corpus), fmt)
 
 

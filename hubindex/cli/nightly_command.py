@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from hubindex.cli.root import cli
-from hubindex.errors import HubindexError
+from hubindex.errors import HubindexError, UsageError
 from hubindex.index import Index
+
+if TYPE_CHECKING:
+    from hubindex.nightly import NightlyConfig
 
 # ------------------------------------------------------------------------------------ nightly
 
@@ -23,7 +27,9 @@ from hubindex.index import Index
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where models run [default: auto].")
 @click.option("--max-checkpoints", type=click.IntRange(1, None),
               help="At most N checkpoints probed, and N embedded for scoring, this run; the rest wait.")
-@click.option("--check", is_flag=True, help="Validate the configuration and print the settings as JSON; run nothing.")
+@click.option("--check", is_flag=True,
+              help="Validate everything a run would need (SQL conditions, tasks, paths, corpora) and print the "
+                   "settings as JSON under their TOML keys; run nothing. Exit 2 when a problem is found.")
 @click.pass_obj
 def nightly_command(index: Index, config_file: Path | None, executor_kind: str | None, address: str | None,
                     workers: int | None, device: str | None, max_checkpoints: int | None, check: bool) -> None:
@@ -52,8 +58,7 @@ def nightly_command(index: Index, config_file: Path | None, executor_kind: str |
     overrides = dict(executor=executor_kind, address=address, workers=workers, device=device,
                      max_checkpoints=max_checkpoints)
     if check:
-        chosen = (config or default_config(index)).with_overrides(**overrides)
-        click.echo(json.dumps(chosen.as_json(), indent=2))
+        _check(index, (config or default_config(index)).with_overrides(**overrides))
         return
     report = run_nightly(index, config, log=lambda line: click.echo(f"nightly: {line}", err=True),
                          overrides=overrides)
@@ -62,3 +67,15 @@ def nightly_command(index: Index, config_file: Path | None, executor_kind: str |
         raise HubindexError(f"nightly run {report.run_id} {report.status}: {report.error}; see {report.report_path}")
 
 
+def _check(index: Index, config: NightlyConfig) -> None:
+    """Print the settings, or every problem a run would meet (one `hubindex: error:` line each) and exit 2."""
+    from hubindex.nightly import config_problems
+
+    problems = config_problems(index, config)
+    if not problems:
+        click.echo(json.dumps(config.as_json(), indent=2))
+        return
+    *earlier, last = problems
+    for problem in earlier:  # the last one goes out as the error the command ends with, in the same form
+        click.echo(f"hubindex: error: {config.source}: {problem}", err=True)
+    raise UsageError(f"{config.source}: {last}")

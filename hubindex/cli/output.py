@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import decimal
 import functools
 import io
@@ -66,6 +67,11 @@ def output_format(command: Callable[..., Any]) -> Callable[..., Any]:
     wrapped = click.option("--json", "as_json", is_flag=True, hidden=True, help="Same as --format json.")(wrapped)
     return click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
                         help="Output: an aligned table, or every row as CSV, a JSON list or JSON lines.")(wrapped)
+
+
+# The same --format as a plain click.Option, for commands built at run time (each crawler's).
+SUMMARY_FORMAT = click.Option(["--format", "fmt"], type=click.Choice(FORMATS), default="table", show_default=True,
+                              help="Output: the summary line, or the run's summary as CSV, JSON or JSON lines.")
 
 
 class RowWriter:
@@ -142,3 +148,16 @@ def format_rows(columns: list[str], rows: list[tuple[Any, ...]], fmt: str) -> st
 def rounded(value: Any) -> Any:
     """A float shown to 4 decimals in tables."""
     return round(value, 4) if isinstance(value, float) else value
+
+
+def emit_summary(summary: Any, line: str, fmt: str) -> None:
+    """A run's summary: its line in a table, else its fields (lists such as failures in JSON only)."""
+    if fmt == "table":
+        click.echo(line)
+        return
+    record = {"summary": line, **dataclasses.asdict(summary)}
+    if fmt == "json":
+        emit_json(record)
+        return
+    flat = {key: value for key, value in record.items() if not isinstance(value, (list, tuple, dict))}
+    emit_rows(list(flat), [list(flat.values())], fmt)

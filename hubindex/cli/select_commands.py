@@ -1,13 +1,13 @@
 """Commands that choose checkpoints: select mmi, search, evaluate."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import click
 
-from hubindex.cli.output import format_rows, rounded
+from hubindex.cli.common import reading_catalog
+from hubindex.cli.output import emit_json, emit_rows, output_format, rounded
 from hubindex.cli.root import cli
 from hubindex.errors import UsageError
 from hubindex.index import Index
@@ -15,11 +15,44 @@ from hubindex.index import Index
 # ------------------------------------------------------------------------------------ search
 
 
-def _print_picks(picks: list[Any], with_mi: bool = False) -> None:
-    header = ["rank", "checkpoint_id", "value", *(["mi_nats"] if with_mi else []), "reason"]
-    rows = [[rank, p.checkpoint_id, rounded(p.value), *([rounded(p.mi_nats)] if with_mi else []), p.reason]
-            for rank, p in enumerate(picks, 1)]
-    click.echo(format_rows(header, rows, "table"), nl=False)
+def _nats(value: float | None, fmt: str) -> Any:
+    """A gain or MI for output: text with enough digits in a table; a plain number (never -0.0) in exports."""
+    from hubindex_plugins.queries import nats_text
+
+    if value is None:
+        return None
+    return nats_text(value) if fmt == "table" else value + 0.0
+
+
+def _budget(budget: int | None, budget_k: int | None) -> int:
+    """--budget/-b, or the deprecated -k of `select mmi`."""
+    if budget_k is not None:
+        if budget is not None and budget != budget_k:
+            raise UsageError(f"--budget {budget} and -k {budget_k} disagree; give --budget alone")
+        click.echo("hubindex: note: -k for the budget is deprecated; use --budget/-b", err=True)
+        return budget_k
+    if budget is None:
+        raise UsageError("give --budget N (how many checkpoints)")
+    return budget
+
+
+def _report_search(result: Any, about: str) -> None:
+    """The notes, the tie cut by the budget, and where the answer was kept, on stderr."""
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
+    tie = result.tie_note()
+    if tie:
+        click.echo(f"note: {tie}", err=True)
+    stored = f"selection {result.selection_id}" if result.selection_id is not None else "selection (not stored)"
+    click.echo(f"{stored}: {about}, {len(result.picks)} of {result.pool_size} checkpoints", err=True)
+    if result.not_stored and result.not_stored != "--no-save":
+        click.echo(f"note: the answer was not stored in the selections table: {result.not_stored}", err=True)
+
+
+def _save_option(command: Any) -> Any:
+    return click.option("--save/--no-save", default=True, show_default=True,
+                        help="Store the answer in the selections table (skipped, with a note, when the index "
+                             "is read-only or another process is writing it).")(command)
 
 
 @cli.group("select")
@@ -28,30 +61,42 @@ def select_group() -> None:
 
 
 @select_group.command("mmi")
-@click.option("--budget", "-k", type=click.IntRange(1, None), required=True, help="How many checkpoints (K).")
+@click.option("--budget", "-b", type=click.IntRange(1, None), default=None, help="How many checkpoints (K).  [required]")
+@click.option("-k", "budget_k", type=click.IntRange(1, None), default=None, hidden=True,
+              help="Deprecated spelling of --budget.")
 @click.option("--corpus", metavar="NAME", help="Probed corpus whose kappa to use [default: the only one].")
 @click.option("--kappa", "kappa_file", type=click.Path(path_type=Path), metavar="FILE.npy",
               help="A kappa matrix instead of the catalog; picks are row indices and nothing is stored.")
 @click.option("--where", metavar="SQL-CONDITION", help="Restrict the pool to checkpoints matching this condition.")
-@click.option("--json", "as_json", is_flag=True, help='Print {"selected": [...], "mi_nats": [...]}.')
+@_save_option
+@output_format
 @click.pass_obj
-def select_mmi_command(index: Index, budget: int, corpus: str | None, kappa_file: Path | None, where: str | None,
-                       as_json: bool) -> None:
+def select_mmi_command(index: Index, budget: int | None, budget_k: int | None, corpus: str | None,
+                       kappa_file: Path | None, where: str | None, save: bool, fmt: str) -> None:
     """Greedy maximum mutual information over kappa (Huang et al. 2021, Algorithm 1).
 
     \b
     Picks K checkpoints whose features cover the task space: each pick maximises
-    1/2 ln(var(i | S) / var(i | rest)) under the Gaussian process with covariance kappa.
-    mi_nats is the cumulative mutual information (sum of the gains) after each pick, in nats.
+    gain = 1/2 ln(var(i | S) / var(i | rest)) under the Gaussian process with covariance kappa,
+    S the picks so far and rest the checkpoints neither picked nor i. mi_nats is the cumulative
+    mutual information I(S; rest) (the sum of the gains) after each pick, in nats.
     Selections are nested: the first K of a larger budget are the selection for K. Duplicate
     checkpoints make kappa singular; a tiny jitter is then added to its diagonal (reported).
 
     \b
+    A gain can be negative: I(S; rest) is not monotone in S. When the picks so far predict i
+    better than the rest does (var(i | S) < var(i | rest)), moving i into S takes away more of
+    what S was explaining than it adds, and the total falls. The greedy still takes the largest
+    gain, so a negative gain means every remaining pick lowers the total; a gain near 0 is
+    typically a copy of a checkpoint already picked. Tiny gains print with 3 significant digits.
+
+    \b
     Examples:
       hubindex select mmi --budget 5 --corpus bbc-news
-      hubindex select mmi --budget 3 --where "library_name = 'timm'" --json
-      hubindex select mmi --budget 10 --kappa kappa.npy --json
+      hubindex select mmi --budget 3 --where "library_name = 'timm'" --format json
+      hubindex select mmi --budget 10 --kappa kappa.npy --format csv
     """
+    budget = _budget(budget, budget_k)
     if kappa_file is not None:
         if corpus is not None or where is not None:
             raise UsageError("--kappa FILE.npy takes the matrix as it is: drop --corpus and --where")
@@ -78,27 +123,28 @@ def select_mmi_command(index: Index, budget: int, corpus: str | None, kappa_file
                 selection = mmi_select_lowrank(*lowrank_factor_from_kappa(matrix), budget)
         except ValueError as exc:
             raise UsageError(f"--kappa {kappa_file}: {exc}") from None
-        if as_json:
-            click.echo(json.dumps({"selected": selection.indices, "mi_nats": selection.mi_nats}))
-            return
         if selection.jitter:
             click.echo(f"kappa is singular: added {selection.jitter:.3g} to its diagonal", err=True)
-        rows = [[rank, i, round(g, 4), round(mi, 4)]
+        if fmt == "json":
+            emit_json({"selected": selection.indices, "mi_nats": selection.mi_nats,
+                       "gain_nats": [g + 0.0 for g in selection.gains], "jitter": selection.jitter})
+            return
+        rows = [[rank, i, _nats(g, fmt), _nats(mi, fmt)]
                 for rank, (i, g, mi) in enumerate(zip(selection.indices, selection.gains, selection.mi_nats), 1)]
-        click.echo(format_rows(["rank", "row", "gain_nats", "mi_nats"], rows, "table"), nl=False)
+        emit_rows(["rank", "row", "gain_nats", "mi_nats"], rows, fmt)
         return
     from hubindex.search import run_search
 
-    result = run_search(index, "mmi", budget, where=where, corpus=corpus)
-    if as_json:
-        click.echo(json.dumps({"selected": [p.checkpoint_id for p in result.picks],
-                               "mi_nats": [p.mi_nats for p in result.picks]}))
+    result = run_search(index, "mmi", budget, where=where, corpus=corpus, save=save,
+                        reading=lambda: reading_catalog(index))
+    _report_search(result, f"mmi on {result.corpus_line() or result.corpus}")
+    if fmt == "json":
+        emit_json({**result.as_json(), "mi_nats": [p.mi_nats for p in result.picks],
+                   "gain_nats": [p.value + 0.0 for p in result.picks]})
         return
-    for note in result.notes:
-        click.echo(f"note: {note}", err=True)
-    click.echo(f"selection {result.selection_id}: mmi on {result.corpus}, {len(result.picks)} of "
-               f"{result.pool_size} checkpoints", err=True)
-    _print_picks(result.picks, with_mi=True)
+    emit_rows(["rank", "checkpoint_id", "gain_nats", "mi_nats"],
+              [[rank, p.checkpoint_id, _nats(p.value, fmt), _nats(p.mi_nats, fmt)]
+               for rank, p in enumerate(result.picks, 1)], fmt)
 
 
 @cli.command("search")
@@ -111,10 +157,11 @@ def select_mmi_command(index: Index, budget: int, corpus: str | None, kappa_file
 @click.option("--where", metavar="SQL-CONDITION",
               help="Restrict the pool in SQL, e.g. \"license = 'apache-2.0' AND params_total < 50e6\".")
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True, help="Seed of random.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_save_option
+@output_format
 @click.pass_obj
 def search_command(index: Index, task: str | None, budget: int, strategy: str, metric: str | None,
-                   where: str | None, seed: int, as_json: bool) -> None:
+                   where: str | None, seed: int, save: bool, fmt: str) -> None:
     """Which B checkpoints to fine-tune for a task (Renggli et al.).
 
     \b
@@ -124,26 +171,30 @@ def search_command(index: Index, task: str | None, budget: int, strategy: str, m
     random    a seeded random choice (the baseline)
 
     \b
+    Checkpoints with equal scores go in checkpoint_id order; when the budget cuts through such a
+    tie, a note on stderr names those left out (and `ties` in JSON lists them).
+
+    \b
     Examples:
       hubindex search --task digits --budget 3 --strategy hybrid --metric logme
-      hubindex search --budget 5 --strategy agnostic --where "license = 'apache-2.0'"
+      hubindex search --budget 5 --strategy agnostic --where "license = 'apache-2.0'" --format json
     """
     from hubindex.search import query_class, run_search
     from hubindex.types import USES_KAPPA
 
     if USES_KAPPA in query_class(strategy).uses:
         raise UsageError(f"strategy {strategy!r} works on kappa, not a task: use `hubindex select {strategy}`")
-    result = run_search(index, strategy, budget, task=task, metric=metric, where=where, seed=seed)
-    if as_json:
-        click.echo(json.dumps(result.as_json()))
-        return
-    for note in result.notes:
-        click.echo(f"note: {note}", err=True)
+    result = run_search(index, strategy, budget, task=task, metric=metric, where=where, seed=seed, save=save,
+                        reading=lambda: reading_catalog(index))
     about = f" for task {result.task!r}" if result.task else ""
     about += f" by {result.metric}" if result.metric else ""
-    click.echo(f"selection {result.selection_id}: {strategy}{about}, {len(result.picks)} of {result.pool_size} "
-               "checkpoints", err=True)
-    _print_picks(result.picks)
+    _report_search(result, f"{strategy}{about}")
+    if fmt == "json":
+        emit_json(result.as_json())
+        return
+    emit_rows(["rank", "checkpoint_id", "value", "reason"],
+              [[rank, p.checkpoint_id, rounded(p.value) if fmt == "table" else p.value, p.reason]
+               for rank, p in enumerate(result.picks, 1)], fmt)
 
 
 @cli.command("evaluate")
@@ -153,8 +204,8 @@ def search_command(index: Index, task: str | None, budget: int, strategy: str, m
               help="Columns task,checkpoint_id,accuracy (fractions in [0,1] or percent).")
 @click.option("--budget", "-b", type=click.IntRange(1, None), default=1, show_default=True,
               help="B for regret: the best accuracy among the top-B checkpoints by score.")
-@click.option("--json", "as_json", is_flag=True, help='Print {"per_task": [...], "mean": [...]}.')
-def evaluate_command(scores_file: Path, truth_file: Path, budget: int, as_json: bool) -> None:
+@output_format
+def evaluate_command(scores_file: Path, truth_file: Path, budget: int, fmt: str) -> None:
     """How well each metric's scores rank checkpoints against fine-tuned accuracies.
 
     \b
@@ -164,6 +215,13 @@ def evaluate_command(scores_file: Path, truth_file: Path, budget: int, as_json: 
     budget. Metrics whose plugin says lower is better (task-relatedness) are ranked ascending.
 
     \b
+    A metric whose scores are constant over a task's checkpoints (equal up to float noise, as
+    H-score's C - 1) ranks nothing there: its measures are undefined (null in JSON) and left out
+    of its mean, with a note. `ties` counts checkpoints tied on the score across the budget
+    (the regret then depends on the checkpoint_id tie-break; a note on stderr says so).
+    --format csv|ndjson writes both lists as rows, `scope` saying which ('task' or 'mean').
+
+    \b
     Example (scores exported from the catalog):
       hubindex sql "SELECT task, checkpoint_id, metric, value FROM task_scores" --format csv > S.csv
       hubindex evaluate --scores S.csv --truth T.csv --budget 3
@@ -171,9 +229,13 @@ def evaluate_command(scores_file: Path, truth_file: Path, budget: int, as_json: 
     from hubindex.evaluation import evaluate, load_scores, load_truth
 
     report = evaluate(load_scores(scores_file), load_truth(truth_file), budget)
-    if as_json:
-        click.echo(json.dumps(report.as_json()))
+    for note in report.tie_notes():
+        click.echo(f"note: {note}", err=True)
+    if fmt == "json":
+        emit_json(report.as_json())
+    elif fmt == "table":
+        click.echo(report.table(), nl=False)
     else:
-        click.echo(report.table())
-
-
+        for note in report.notes:
+            click.echo(f"note: {note}", err=True)
+        emit_rows(*report.export_rows(), fmt)

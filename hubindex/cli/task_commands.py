@@ -1,7 +1,6 @@
 """Commands for user tasks and their scores: task add/list/remove, score, metric."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -10,10 +9,11 @@ from hubindex.cli.common import (
     FRACTION,
     executor_options,
     print_failures,
+    reading_catalog,
 )
-from hubindex.cli.output import format_rows, rounded
+from hubindex.cli.output import emit_json, emit_rows, output_format, rounded
 from hubindex.cli.root import cli
-from hubindex.errors import UsageError
+from hubindex.errors import NothingDone, UsageError
 from hubindex.index import Index
 
 # ------------------------------------------------------------------------------------ tasks
@@ -78,20 +78,18 @@ def task_add_command(index: Index, name: str, images_dir: Path | None, csv_file:
 
 
 @task_group.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@output_format
 @click.pass_obj
-def task_list_command(index: Index, as_json: bool) -> None:
+def task_list_command(index: Index, fmt: str) -> None:
     """List the tasks."""
-    from hubindex.tasks import describe_task, task_rows
+    from hubindex.tasks import TASK_COLUMNS, describe_task, task_rows
 
-    with index.open_catalog(read_only=True) as catalog:
+    with reading_catalog(index) as catalog:
         rows = [describe_task(row) for row in task_rows(catalog)]
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-    elif rows:
-        click.echo(format_rows(list(rows[0]), [tuple(r.values()) for r in rows], "table"), nl=False)
-    else:
-        click.echo("no tasks yet; add one with `hubindex task add`")
+    if not rows and fmt == "table":
+        click.echo("no tasks yet; add one with `hubindex task add`", err=True)
+        return
+    emit_rows(list(TASK_COLUMNS), [[row[c] for c in TASK_COLUMNS] for row in rows], fmt)
 
 
 @task_group.command("remove")
@@ -121,11 +119,11 @@ def task_remove_command(index: Index, name: str) -> None:
 @click.option("--batch-size", type=click.IntRange(1, 100_000), default=None,
               help="Examples per forward pass [default: the probe's, 32].")
 @executor_options
-@click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON rows instead of a table.")
+@output_format
 @click.pass_obj
 def score_command(index: Index, checkpoint_ids: tuple[str, ...], task_name: str, metric_names: tuple[str, ...],
                   where: str | None, reference_task: str | None, device: str, batch_size: int | None,
-                  executor_kind: str, address: str | None, workers: int | None, as_json: bool) -> None:
+                  executor_kind: str, address: str | None, workers: int | None, fmt: str) -> None:
     """Score checkpoints on a task with metric plugins; results go to the task_scores table.
 
     \b
@@ -140,21 +138,24 @@ def score_command(index: Index, checkpoint_ids: tuple[str, ...], task_name: str,
       hubindex sql "SELECT checkpoint_id, value FROM task_scores WHERE task = 'news' AND metric = 'logme' ORDER BY value DESC"
     """
     from hubindex.executors import make_executor
+    from hubindex.probing import nothing_selected
     from hubindex.scoring import run_score, score_table
 
     with make_executor(executor_kind, address, workers) as executor:
         summary = run_score(index, task_name, metric_names, where, checkpoint_ids, reference_task, device,
                             batch_size, executor=executor)
-    with index.open_catalog(read_only=True) as catalog:
+    with reading_catalog(index) as catalog:
         header, rows = score_table(catalog, task_name, summary.metrics, summary.checkpoint_ids)
-    if as_json:
-        click.echo(json.dumps([dict(zip(header, row)) for row in rows], indent=2))
-    else:
-        click.echo(summary.line(), err=True)
-        for note in summary.notes:
-            click.echo(f"  not applicable: {note}", err=True)
-        print_failures(summary.failures)
-        click.echo(format_rows(header, [[rounded(v) for v in row] for row in rows], "table"), nl=False)
+    click.echo(summary.line(), err=True)
+    for note in summary.notes:
+        click.echo(f"  not applicable: {note}", err=True)
+    print_failures(summary.failures)
+    emit_rows(header, [[rounded(v) for v in row] for row in rows] if fmt == "table" else rows, fmt)
+    if not summary.selected:
+        raise nothing_selected(where if not checkpoint_ids else None)
+    if not any(value is not None for row in rows for value in row[1:]):
+        raise NothingDone(f"no score for task {task_name!r}: every checkpoint failed or no metric applies "
+                          "(see the notes above and the failures table)")
 
 
 @cli.command("metric")
@@ -174,15 +175,15 @@ def score_command(index: Index, checkpoint_ids: tuple[str, ...], task_name: str,
               help="Held-out share of each class, for metrics that evaluate on held-out rows (linear, knn).")
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True,
               help="Seed of the split and of randomised metrics.")
-@click.option("--json", "as_json", is_flag=True, help='Print {"metric", "version", "value", "seconds"}.')
+@output_format
 def metric_command(name: str, features: Path, labels: Path, probs: Path | None, reference_features: Path | None,
-                   reference_labels: Path | None, validation_fraction: float, seed: int, as_json: bool) -> None:
+                   reference_labels: Path | None, validation_fraction: float, seed: int, fmt: str) -> None:
     """Compute one metric on given arrays (array mode, no catalog).
 
     \b
     Examples:
       hubindex metric logme --features F.npy --labels y.npy
-      hubindex metric leep --features F.npy --labels y.npy --probs P.npy --json
+      hubindex metric leep --features F.npy --labels y.npy --probs P.npy --format json
     """
     from hubindex.scoring import metric_classes, score_arrays
     from hubindex.tasks import load_npy
@@ -198,9 +199,12 @@ def metric_command(name: str, features: Path, labels: Path, probs: Path | None, 
         name, load_npy(features, "--features"), load_npy(labels, "--labels"),
         load_npy(probs, "--probs") if probs is not None else None, reference, validation_fraction, seed,
     )
-    if as_json:
-        click.echo(json.dumps(result.as_json()))
-    else:
+    if fmt == "table":
         click.echo(f"{result.metric} (v{result.version}): {result.value:.6g}  [{result.seconds:.3f} s]")
+    elif fmt == "json":
+        emit_json(result.as_json())
+    else:
+        record = result.as_json()
+        emit_rows(list(record), [list(record.values())], fmt)
 
 

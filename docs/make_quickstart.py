@@ -1,0 +1,207 @@
+"""Write docs/quickstart.md: the README's quickstart, run on a fresh clone, with each command's real output.
+
+The commands are read from the README, between `<!-- quickstart -->` and `<!-- /quickstart -->`,
+so the transcript runs exactly what the README shows. The script clones the committed HEAD of
+this repository into a temporary folder beside it (the project expects `../shared` next to a
+checkout), runs the commands there in order, one shell each (`export` lines carry over to the
+commands after them), stops at the first that fails, and removes the clone.
+
+    .venv/bin/python docs/make_quickstart.py             # several minutes: installs, builds the zoo, probes
+    .venv/bin/python docs/make_quickstart.py --dry-run   # no clone, nothing run: the commands, outputs pending
+
+Uncommitted changes are not in the clone: commit first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+README = REPO / "README.md"
+QUICKSTART_PAGE = REPO / "docs" / "quickstart.md"
+BEGIN, END = "<!-- quickstart -->", "<!-- /quickstart -->"
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+@dataclass
+class Step:
+    command: str
+    comments: list[str] = field(default_factory=list)
+
+
+def is_complete(command: str) -> bool:
+    """Whether `command` is a whole shell command line (no open quote, no trailing backslash)."""
+    if command.rstrip().endswith("\\"):
+        return False
+    try:
+        shlex.split(command, comments=True)
+    except ValueError:  # "No closing quotation"
+        return False
+    return True
+
+
+def quickstart_block(readme: str) -> str:
+    """The body of the fenced shell block between the quickstart markers."""
+    try:
+        marked = readme.split(BEGIN, 1)[1].split(END, 1)[0]
+    except IndexError:
+        raise SystemExit(f"README.md has no {BEGIN} ... {END} block") from None
+    found = re.search(r"^```(?:bash|sh|console)\n(.*?)^```$", marked, flags=re.MULTILINE | re.DOTALL)
+    if found is None:
+        raise SystemExit("the quickstart block of README.md holds no ```bash fence")
+    return found.group(1)
+
+
+def quickstart_steps(readme: str) -> list[Step]:
+    """The commands of the README's quickstart in order, each with the comment lines above it."""
+    steps: list[Step] = []
+    comments: list[str] = []
+    pending: list[str] = []
+    for line in quickstart_block(readme).splitlines():
+        if not pending and line.lstrip().startswith("#"):
+            comments.append(line.lstrip()[1:].strip())
+            continue
+        if not pending and not line.strip():
+            continue
+        pending.append(line)
+        if is_complete("\n".join(pending)):
+            steps.append(Step("\n".join(pending), comments))
+            comments, pending = [], []
+    if pending:
+        raise SystemExit(f"the quickstart block ends inside a command: {pending[0]!r}")
+    return steps
+
+
+def clean_output(raw: bytes) -> list[str]:
+    """Output lines as a terminal would leave them: progress-bar redraws and colours removed."""
+    lines = []
+    for line in raw.decode("utf-8", errors="replace").split("\n"):
+        lines.append(ANSI.sub("", line.split("\r")[-1]).rstrip())
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines
+
+
+def trimmed(lines: list[str], head: int, tail: int) -> list[str]:
+    """The first `head` and last `tail` lines, with a visible marker saying how many were cut."""
+    if len(lines) <= head + tail + 1:
+        return lines
+    cut = len(lines) - head - tail
+    return [*lines[:head], f"... ({cut} lines cut) ...", *lines[len(lines) - tail:]]
+
+
+def clean_env(clone: Path) -> dict[str, str]:
+    """This process's environment without what would point hubindex at this checkout or its index."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HUBINDEX_INDEX", "VIRTUAL_ENV", "PYTHONPATH")}
+    own_bin = str(REPO / ".venv" / "bin")
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p and p != own_bin)
+    env["PWD"] = str(clone)
+    return env
+
+
+def head_commit() -> str:
+    return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def machine() -> str:
+    gpu = "an NVIDIA GPU" if shutil.which("nvidia-smi") else "no GPU"
+    return f"{os.cpu_count()} CPU cores, {gpu}"
+
+
+def render(steps: list[Step], results: list[tuple[int, float, list[str]]] | None, commit: str,
+           head: int, tail: int) -> str:
+    """The page: each step's comment, its command and (when run) its output, exit code and time."""
+    today = datetime.date.today().isoformat()
+    lines = ["# Quickstart", "",
+             "<!-- Generated by docs/make_quickstart.py from the README's quickstart block; do not edit by hand. -->",
+             ""]
+    if results is None:
+        lines += ["The README's quickstart, not run yet: this page lists its commands, and",
+                  "`.venv/bin/python docs/make_quickstart.py` replaces it with a transcript of them run on a",
+                  "fresh clone, each with its real output.", ""]
+    else:
+        total = sum(seconds for _, seconds, _ in results)
+        lines += [f"The README's quickstart, run on a fresh clone of commit {commit} on {today}",
+                  f"({machine()}), one command after the other, in {total / 60:.1f} minutes. Each command is",
+                  "shown with its real output (stdout and stderr); long outputs keep their first and last",
+                  f"lines (the first {head} and the last {tail}) and say how many were cut.", ""]
+    for index, step in enumerate(steps):
+        if step.comments:
+            lines += [" ".join(step.comments), ""]
+        lines += ["```console", f"$ {step.command}"]
+        if results is not None and index < len(results):
+            rc, seconds, output = results[index]
+            lines += trimmed(output, head, tail)
+            lines += ["```", "", f"*{seconds:.1f} s" + (f", exit code {rc}*" if rc else "*"), ""]
+        else:
+            lines += ["```", ""]
+    if results is not None and len(results) < len(steps):
+        not_run = len(steps) - len(results)
+        lines += [f"The run stopped at the failed command above; the {not_run} after it did not run.", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def run_steps(steps: list[Step], clone: Path) -> list[tuple[int, float, list[str]]]:
+    env = clean_env(clone)
+    exports: list[str] = []
+    results = []
+    for step in steps:
+        print(f"$ {step.command}", file=sys.stderr, flush=True)
+        script = "\n".join([*exports, step.command])
+        started = time.monotonic()
+        done = subprocess.run(["bash", "-c", script], cwd=clone, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=False)
+        results.append((done.returncode, time.monotonic() - started, clean_output(done.stdout)))
+        if done.returncode != 0:
+            print(f"exit code {done.returncode}; stopping", file=sys.stderr)
+            break
+        if step.command.startswith("export "):
+            exports.append(step.command)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--dry-run", action="store_true",
+                        help="clone nothing and run nothing: write the page with the commands only")
+    parser.add_argument("--out", type=Path, default=QUICKSTART_PAGE, help="where to write (default: %(default)s)")
+    parser.add_argument("--head", type=int, default=15, help="lines kept at the start of a long output")
+    parser.add_argument("--tail", type=int, default=10, help="lines kept at the end of a long output")
+    parser.add_argument("--keep", action="store_true", help="leave the clone in place (its path is printed)")
+    args = parser.parse_args(argv)
+
+    steps = quickstart_steps(README.read_text(encoding="utf-8"))
+    commit = head_commit()
+    if args.dry_run:
+        for step in steps:
+            print(f"$ {step.command}")
+        args.out.write_text(render(steps, None, commit, args.head, args.tail), encoding="utf-8")
+        return 0
+    clone = Path(tempfile.mkdtemp(prefix="tmp-quickstart-", dir=REPO.parent))
+    try:
+        subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
+        results = run_steps(steps, clone)
+    finally:
+        if args.keep:
+            print(f"clone kept at {clone}", file=sys.stderr)
+        else:
+            shutil.rmtree(clone, ignore_errors=True)
+    args.out.write_text(render(steps, results, commit, args.head, args.tail), encoding="utf-8")
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0 if len(results) == len(steps) and results[-1][0] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
