@@ -184,6 +184,28 @@ def nothing_selected(where: str | None) -> NothingDone:
     return NothingDone(f"no checkpoint matches --where {where!r}")
 
 
+def matching_checkpoints(index: Index, where: str, snapshot_fallback: bool = False) -> list[str]:
+    """The ids of the checkpoints matching a user's --where condition, read-only, in id order.
+
+    A condition that does not parse, or parses but names a column, type or function the
+    checkpoints table cannot have, is a UsageError quoting the condition as the user typed it.
+    """
+    try:
+        result = run_readonly_query(
+            index.catalog_path,
+            f"SELECT checkpoint_id FROM checkpoints WHERE\n{checked_condition(where)}\nORDER BY checkpoint_id",
+            row_cap=MAX_SELECTED, snapshot_fallback=snapshot_fallback,
+        )
+    except QueryTimeout as exc:
+        raise QueryTimeout(exc.limit_s, "the --where condition is too slow: simplify it") from None
+    except QueryError as exc:
+        if not str(exc).startswith(("Binder Error", "Conversion Error", "Catalog Error")):
+            raise
+        raise UsageError(f"--where {where!r} cannot run: {exc}; the columns: "
+                         "`hubindex sql \"DESCRIBE checkpoints\"`") from None
+    return [row[0] for row in result.rows]
+
+
 def select_checkpoints(index: Index, where: str | None = None, checkpoint_ids: Sequence[str] = ()) -> list[str]:
     """Checkpoint ids named on the command line, or those matching a read-only SQL condition.
 
@@ -195,21 +217,7 @@ def select_checkpoints(index: Index, where: str | None = None, checkpoint_ids: S
     if where is None and not checkpoint_ids:
         raise UsageError("say which checkpoints to probe: checkpoint ids, or --where CONDITION (--where true for all)")
     if where is not None:
-        try:
-            result = run_readonly_query(
-                index.catalog_path,
-                f"SELECT checkpoint_id FROM checkpoints WHERE\n{checked_condition(where)}\nORDER BY checkpoint_id",
-                row_cap=MAX_SELECTED,
-            )
-        except QueryTimeout as exc:
-            raise QueryTimeout(exc.limit_s, "the --where condition is too slow: simplify it") from None
-        except QueryError as exc:
-            if not str(exc).startswith(("Binder Error", "Conversion Error", "Catalog Error")):
-                raise
-            # It parsed, but names a column, a type or a function it cannot have.
-            raise UsageError(f"--where {where!r} cannot run: {exc}; the columns: "
-                             "`hubindex sql \"DESCRIBE checkpoints\"`") from None
-        return [row[0] for row in result.rows]
+        return matching_checkpoints(index, where)
     ids = list(dict.fromkeys(checkpoint_ids))
     with index.open_catalog(read_only=True) as catalog:
         known = {row["checkpoint_id"] for row in catalog.checkpoint_rows(ids)}

@@ -159,14 +159,9 @@ def _runnable_on_task(catalog: Catalog, task: str, pool: list[dict[str, Any]], n
 
 def _pool_ids(index: Index, where: str | None) -> list[str]:
     """The pool's checkpoint ids: all, or those matching --where (from the read snapshot while a writer works)."""
-    from hubindex.probing import MAX_SELECTED, checked_condition
-    from hubindex.user_sql import run_readonly_query
+    from hubindex.probing import matching_checkpoints
 
-    condition = checked_condition(where) if where is not None else "true"
-    found = run_readonly_query(index.catalog_path,
-                               f"SELECT checkpoint_id FROM checkpoints WHERE\n{condition}\nORDER BY checkpoint_id",
-                               row_cap=MAX_SELECTED, snapshot_fallback=True)
-    return [row[0] for row in found.rows]
+    return matching_checkpoints(index, where if where is not None else "true", snapshot_fallback=True)
 
 
 def _reading(index: Index) -> AbstractContextManager[Catalog]:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import assert_one_line_error, catalog_snapshot
 from click.testing import CliRunner
+from conftest import (
+    assert_one_line_error,
+    catalog_held_by_another_process,
+    catalog_snapshot,
+)
 
 from hubindex.cli import main
 from hubindex.index import Index
@@ -134,21 +135,8 @@ def test_empty_index_option_is_refused(index_dir: Path) -> None:
 
 def test_catalog_busy(hubindex, catalog: Index) -> None:
     """Another process writing the catalog: exit code 3 and one line, for readers and writers."""
-    holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
-            import sys, time, duckdb
-            conn = duckdb.connect({str(catalog.catalog_path)!r})
-            print("locked", flush=True)
-            sys.stdin.read()
-        """)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with catalog_held_by_another_process(catalog.catalog_path):
         for args in (("sql", "SELECT 1"), ("crawl", "local", str(catalog.root))):
             line = assert_one_line_error(hubindex(*args), exit_code=3)
             assert "being written by another process" in line
-    finally:
-        holder.stdin.close()
-        holder.wait(timeout=30)
     assert hubindex("sql", "SELECT count(*) AS n FROM checkpoints", "--format", "csv").stdout == "n\n1\n"

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error
+from conftest import assert_one_line_error, catalog_held_by_another_process
 from test_relate import family, kappa_json, register
 
 from hubindex.catalog import utcnow
@@ -271,22 +269,9 @@ def test_search_and_select_on_a_read_only_index_print_the_answer(index: Index, h
 def test_search_while_another_process_writes_answers_from_the_snapshot(pool: Index, hubindex: Any) -> None:
     with pool.open_catalog() as catalog:
         catalog.publish_snapshot()
-    holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
-            import sys, duckdb
-            conn = duckdb.connect({str(pool.catalog_path)!r})
-            print("locked", flush=True)
-            sys.stdin.read()
-        """)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with catalog_held_by_another_process(pool.catalog_path):
         result = hubindex("search", "--budget", "2", "--strategy", "agnostic", "--where", "params_total < 30e6",
                           "--format", "json")
-    finally:
-        holder.stdin.close()
-        holder.wait(timeout=30)
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["selected"] == ["timm:a", "timm:d"]
     assert "read snapshot" in result.stderr

@@ -6,16 +6,17 @@ from __future__ import annotations
 import csv
 import io
 import json
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, run_hubindex
+from conftest import (
+    assert_one_line_error,
+    catalog_held_by_another_process,
+    run_hubindex,
+)
 
 from hubindex.errors import EXIT_CODES
 from hubindex.index import Index
@@ -88,21 +89,8 @@ def test_task_list_reads_the_snapshot_while_another_process_writes(tmp_path: Pat
     assert hubindex("task", "add", "digits", "--arrays", x, y).exit_code == 0
     with index.open_catalog() as catalog:
         catalog.publish_snapshot()
-    holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
-            import sys, duckdb
-            conn = duckdb.connect({str(index.catalog_path)!r})
-            print("locked", flush=True)
-            sys.stdin.read()
-        """)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with catalog_held_by_another_process(index.catalog_path):
         listed = hubindex("task", "list", "--format", "csv")
-    finally:
-        holder.stdin.close()
-        holder.wait(timeout=30)
     assert listed.exit_code == 0, listed.stderr
     assert listed.stdout.splitlines()[1].startswith("digits,")
     assert "read snapshot" in listed.stderr
@@ -149,3 +137,18 @@ def test_an_internal_error_is_one_line_with_a_way_to_the_traceback(
     monkeypatch.setenv("HUBINDEX_DEBUG", "1")
     with pytest.raises(ZeroDivisionError):
         hubindex("plugins")
+
+
+@pytest.mark.parametrize("command", [("probe",), ("score", "--task", "t"), ("search", "--budget", "2", "--strategy", "agnostic"),
+                                     ("select", "mmi", "--budget", "2")])
+def test_a_bad_where_is_a_usage_error_quoting_the_condition(tmp_path: Path, hubindex: Any,
+                                                            command: tuple[str, ...]) -> None:
+    models = tmp_path / "models"
+    (models / "tiny").mkdir(parents=True)
+    (models / "tiny" / "config.json").write_text('{"model_type": "bert"}')
+    assert hubindex("crawl", "local", str(models)).exit_code == 0
+    x, y = _task_arrays(tmp_path)
+    assert hubindex("task", "add", "t", "--arrays", x, y).exit_code == 0
+    for condition, says in (("params_total <", "is not a valid SQL condition"), ("nosuch = 1", "cannot run")):
+        line = assert_one_line_error(hubindex(*command, "--where", condition), exit_code=2)
+        assert f"--where {condition!r} {says}" in line
