@@ -346,3 +346,24 @@ def test_quickstart_transcript_trims_long_output_visibly() -> None:
     assert kept == ["line 0", "line 1", "line 2", "... (95 lines cut) ...", "line 98", "line 99"]
     assert make_quickstart.trimmed(lines[:6], 3, 2) == lines[:6]
     assert make_quickstart.clean_output(b"10%\r50%\r100% done\n\x1b[1mbold\x1b[0m\n\n") == ["100% done", "bold"]
+
+
+def test_the_readme_is_short() -> None:
+    """A newcomer's page: what it is, install, a quickstart, links; the reference lives in docs/."""
+    assert len((REPO / "README.md").read_text().splitlines()) < 200
+
+
+def test_the_sql_guide_describes_every_catalog_table(tmp_path: Path) -> None:
+    from hubindex.catalog import Catalog
+
+    with Catalog(tmp_path / "catalog.duckdb") as catalog:
+        tables = [name for (name,) in catalog.conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
+            "AND table_catalog = current_database() ORDER BY 1").fetchall()]
+        columns = catalog.conn.execute(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'main' "
+            "AND table_catalog = current_database() AND table_name <> 'schema_migrations'").fetchall()
+    guide = (DOCS / "sql.md").read_text()
+    assert len(tables) >= 15
+    assert [t for t in tables if f"`{t}`" not in guide] == []
+    assert [f"{t}.{c}" for t, c in columns if f"`{c}`" not in guide] == []
