@@ -47,12 +47,14 @@ class SearchResult:
     # left out: {"value": v, "picked": [...], "left_out": [...]}; None when the budget cuts no tie.
     ties: dict[str, Any] | None = None
     not_stored: str | None = None  # why the answer is not in `selections` (read-only index, busy, --no-save)
+    # How many of the pool the strategy could choose from (for kappa strategies: those with kappa).
+    candidates: int | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
             "strategy": self.strategy, "budget": self.budget, "task": self.task, "metric": self.metric,
             "corpus": self.corpus, "corpus_hash": self.corpus_hash,
-            "pool_size": self.pool_size, "selection_id": self.selection_id,
+            "pool_size": self.pool_size, "candidates": self.candidates, "selection_id": self.selection_id,
             "selected": [p.checkpoint_id for p in self.picks],
             "details": [{"rank": rank, "checkpoint_id": p.checkpoint_id, "value": p.value, "reason": p.reason}
                         for rank, p in enumerate(self.picks, 1)],
@@ -265,6 +267,7 @@ def run_search(index: Index, strategy: str, budget: int, task: str | None = None
             if len(scored) < len(pool):
                 notes.append(f"{len(pool) - len(scored)} of {len(pool)} checkpoints in the pool have no {metric} "
                              f"score for task {task!r}: only a task-agnostic pick can choose them")
+        candidates = None
         if USES_KAPPA in query_cls.uses:
             if kappa is None:
                 found = _pool_kappa(catalog, index.root, pool, corpus, budget)
@@ -275,13 +278,15 @@ def run_search(index: Index, strategy: str, budget: int, task: str | None = None
                     notes.append(f"{len(pool) - len(found.ids)} of {len(pool)} checkpoints in the pool have no "
                                  f"kappa on {corpus_spec} and were left out")
                 context.kappa, context.kappa_lowrank = found.dense, found.lowrank
+                candidates = len(found.ids)
             else:
                 context.kappa = kappa
         picks = query_cls().select(context, budget)
         # The task is kept even for task-free strategies: their picks for it can then be compared in SQL.
         result = SearchResult(strategy, budget, picks, len(pool), task=task,
                               metric=metric if USES_TASK in query_cls.uses else None, corpus=corpus,
-                              corpus_hash=corpus_hash, corpus_spec=corpus_spec, notes=notes)
+                              corpus_hash=corpus_hash, corpus_spec=corpus_spec, notes=notes,
+                              candidates=candidates)
         result.ties = _boundary_ties(picks, scored)
     if not save:
         result.not_stored = "--no-save"

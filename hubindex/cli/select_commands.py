@@ -44,7 +44,10 @@ def _report_search(result: Any, about: str) -> None:
     if tie:
         click.echo(f"note: {tie}", err=True)
     stored = f"selection {result.selection_id}" if result.selection_id is not None else "selection (not stored)"
-    click.echo(f"{stored}: {about}, {len(result.picks)} of {result.pool_size} checkpoints", err=True)
+    among = (f"{result.candidates} checkpoints with kappa (pool: {result.pool_size})"
+             if result.candidates is not None and result.candidates < result.pool_size
+             else f"{result.pool_size} checkpoints")
+    click.echo(f"{stored}: {about}, {len(result.picks)} of {among}", err=True)
     if result.not_stored and result.not_stored != "--no-save":
         click.echo(f"note: the answer was not stored in the selections table: {result.not_stored}", err=True)
 
