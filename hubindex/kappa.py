@@ -247,9 +247,9 @@ def gram_inner_products(
         left = ops.band(rows_c, start, stop, weights)
         right = left if symmetric else ops.band(columns_c, start, stop, weights)
         cross += ops.product(left, right, symmetric)
-        row_self += (left * left).sum(1)
+        row_self += ops.self_products(left)
         if not symmetric:
-            column_self += (right * right).sum(1)
+            column_self += ops.self_products(right)
         del left, right
         if progress is not None:
             progress(band)
@@ -275,6 +275,9 @@ class _ArrayOps:
     def product(self, left: Any, right: Any, symmetric: bool) -> Any:
         """left @ right.T, the float64 products of two bands."""
 
+    def self_products(self, band: Any) -> Any:
+        """Each band row's inner product with itself (float64)."""
+
 
 class _NumpyOps(_ArrayOps):
     def __init__(self, band_dtype: Any) -> None:
@@ -287,7 +290,17 @@ class _NumpyOps(_ArrayOps):
         return np.zeros(shape)
 
     def band(self, features: list[np.ndarray], start: int, stop: int, weights: np.ndarray) -> np.ndarray:
-        return np.stack([((f[start:stop] @ f[start:].T) * weights).ravel() for f in features]).astype(np.float64)
+        # Each checkpoint's band goes straight into its float64 row: one float32 product weighted in
+        # place, then one converting copy (a stack and an astype were two more passes over n bands).
+        rows = np.empty((len(features), weights.size))
+        for row, f in zip(rows, features):
+            gram = f[start:stop] @ f[start:].T
+            np.multiply(gram, weights, out=gram)
+            row[:] = gram.ravel()
+        return rows
+
+    def self_products(self, band: np.ndarray) -> np.ndarray:
+        return np.einsum("ij,ij->i", band, band)
 
     def to_numpy(self, array: np.ndarray) -> np.ndarray:
         return array
@@ -324,6 +337,9 @@ class _TorchOps(_ArrayOps):
 
     def band(self, features: list[Any], start: int, stop: int, weights: Any) -> Any:
         return self.torch.stack([((f[start:stop] @ f[start:].T) * weights).reshape(-1) for f in features]).double()
+
+    def self_products(self, band: Any) -> Any:
+        return (band * band).sum(1)
 
     def to_numpy(self, array: Any) -> np.ndarray:
         return array.cpu().numpy()
