@@ -44,10 +44,9 @@ issue's targets, and every figure in benchmarks/results/scale.json (quick: bench
 
 Time on this project's 2-core machine: --quick (n = 30, 60, 100, today's kappa at 6 and 20,
 fingerprints 10^3 and 10^4, MMI 2,000 and 10^4, 5 recall queries) about 6 minutes at load 4. The full
-run is hours (an estimate of 2.5-4 h, not yet measured): n = 3,000 is 4.5 M pairs over ~10 GB of
-store, today's kappa at n = 100 is ~15 minutes, each re-ranked neighbour query reads and compares 100
-candidates' features (seconds each, 100 queries at n = 1,000 and 3,000), and fingerprints at 10^6 and
-MMI at 10^5 take minutes each.
+run with --queries 30 took 97 minutes at load 2-5, most of it n = 3,000 (4.5 M pairs over ~10 GB of
+store: 54 minutes); each re-ranked neighbour query reads and compares 100 candidates' features
+(seconds each), so the default 100 queries at n = 1,000 and 3,000 add about half an hour.
 """
 
 from __future__ import annotations
