@@ -40,6 +40,7 @@ import click
 from hubindex import hookimpl
 from hubindex.errors import HubindexError, UsageError
 from hubindex.index import Index
+from hubindex.output import emit_rows, output_format
 from hubindex_plugins.model_loading import quiet_transformers
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -848,8 +849,9 @@ def zoo_group() -> None:
               help="Hugging Face cache folder to build into [default: <index>/zoo].")
 @click.option("--member", "members", multiple=True, metavar="NAME",
               help="Build only this member, e.g. all-MiniLM-L6-v2 (repeatable).")
+@output_format
 @click.pass_obj
-def build_command(index: Index, out: Path | None, members: tuple[str, ...]) -> None:
+def build_command(index: Index, out: Path | None, members: tuple[str, ...], fmt: str) -> None:
     """Build the zoo into a Hugging Face cache; members already built are skipped.
 
     \b
@@ -862,12 +864,18 @@ def build_command(index: Index, out: Path | None, members: tuple[str, ...]) -> N
             click.echo(f"hubindex: started a new index in {index.root}", err=True)
         out = index.root / "zoo"
     results = build_zoo(out, members or None)
+    built = sum(r.status == "built" for r in results)
+    summary = (f"zoo: {len(results)} members in {Path(out).resolve()} ({built} built, "
+               f"{len(results) - built} already complete); index them with: hubindex crawl local {out}")
+    if fmt != "table":
+        emit_rows(["repo_id", "status", "commit", "seconds", "snapshot"],
+                  [[r.repo_id, r.status, r.commit, r.seconds, str(r.snapshot)] for r in results], fmt)
+        click.echo(summary, err=True)
+        return
     for result in results:
         timing = f"{result.seconds:5.1f}s" if result.status == "built" else "      "
         click.echo(f"{result.status:8}  {result.commit[:12]}  {timing}  {result.repo_id}")
-    built = sum(r.status == "built" for r in results)
-    click.echo(f"zoo: {len(results)} members in {Path(out).resolve()} ({built} built, "
-               f"{len(results) - built} already complete); index them with: hubindex crawl local {out}")
+    click.echo(summary)
 
 
 @hookimpl

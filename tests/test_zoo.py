@@ -385,6 +385,9 @@ def test_cli_rebuild_reports_complete_members(zoo: Zoo) -> None:
     assert result.exit_code == 0, result.stderr
     assert f"(0 built, {len(MEMBERS)} already complete)" in result.stdout
     assert result.stdout.count("complete  ") == len(MEMBERS)
+    rows = json.loads(run_hubindex("zoo", "build", "--out", str(zoo.out), "--format", "json").stdout)
+    assert {row["repo_id"]: row["status"] for row in rows} == {repo_id: "complete" for repo_id in zoo.results}
+    assert all(row["commit"] == zoo.results[row["repo_id"]].commit for row in rows)
 
 
 def test_same_recipe_gives_the_same_commit_and_broken_members_are_rebuilt(zoo: Zoo, tmp_path: Path) -> None:

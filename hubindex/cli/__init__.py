@@ -16,8 +16,8 @@ import hubindex.cli.select_commands  # noqa: F401
 import hubindex.cli.nightly_command  # noqa: F401
 # isort: on
 from hubindex.cli.collect_commands import crawl_group
-from hubindex.cli.output import format_rows
 from hubindex.cli.root import cli, main
+from hubindex.output import format_rows
 from hubindex.plugins import pm
 
 __all__ = ["cli", "crawl_group", "format_rows", "main"]

@@ -6,7 +6,11 @@ from pathlib import Path
 import click
 
 from hubindex.cli.common import note_snapshot
-from hubindex.cli.output import (
+from hubindex.cli.root import cli
+from hubindex.errors import HubindexError, UsageError
+from hubindex.index import Index
+from hubindex.options import FiniteFloatRange
+from hubindex.output import (
     FORMATS,
     TABLE_ROWS,
     RowWriter,
@@ -14,10 +18,6 @@ from hubindex.cli.output import (
     emit_rows,
     output_format,
 )
-from hubindex.cli.root import cli
-from hubindex.errors import HubindexError, UsageError
-from hubindex.index import Index
-from hubindex.options import FiniteFloatRange
 from hubindex.plugins import REGISTRIES, describe_plugins
 from hubindex.user_sql import DEFAULT_TIMEOUT_S, open_readonly_query
 

@@ -11,11 +11,11 @@ from hubindex.cli.common import (
     executor_options,
     print_failures,
 )
-from hubindex.cli.output import SUMMARY_FORMAT, emit_summary, output_format
 from hubindex.cli.root import cli
 from hubindex.errors import NothingDone, UsageError
 from hubindex.index import Index
 from hubindex.options import ParameterCount
+from hubindex.output import SUMMARY_FORMAT, emit_summary, output_format
 from hubindex.plugins import crawlers, known_names
 
 # ------------------------------------------------------------------------------------ crawl

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from hubindex.cli.common import reading_catalog
-from hubindex.cli.output import emit_rows, output_format
 from hubindex.cli.root import cli
 from hubindex.errors import HubindexError, UsageError
 from hubindex.index import Index
+from hubindex.output import emit_rows, output_format
 
 if TYPE_CHECKING:
     from hubindex.catalog import Catalog

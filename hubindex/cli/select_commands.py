@@ -7,10 +7,10 @@ from typing import Any
 import click
 
 from hubindex.cli.common import reading_catalog
-from hubindex.cli.output import emit_json, emit_rows, output_format, rounded
 from hubindex.cli.root import cli
 from hubindex.errors import UsageError
 from hubindex.index import Index
+from hubindex.output import emit_json, emit_rows, output_format, rounded
 
 # ------------------------------------------------------------------------------------ search
 

@@ -8,9 +8,9 @@ from typing import Any
 import click
 
 from hubindex.cli.common import reading_catalog
-from hubindex.cli.output import emit_json, emit_rows, output_format
 from hubindex.cli.root import cli
 from hubindex.index import Index
+from hubindex.output import emit_json, emit_rows, output_format
 
 
 def _text(value: Any) -> str:

@@ -11,10 +11,10 @@ from hubindex.cli.common import (
     print_failures,
     reading_catalog,
 )
-from hubindex.cli.output import emit_json, emit_rows, output_format, rounded
 from hubindex.cli.root import cli
 from hubindex.errors import NothingDone, UsageError
 from hubindex.index import Index
+from hubindex.output import emit_json, emit_rows, output_format, rounded
 
 # ------------------------------------------------------------------------------------ tasks
 

@@ -1,5 +1,7 @@
 """Every command's results in one place: `--format table|csv|json|ndjson`, rendered and streamed.
 
+Plugins' commands use it too (`output_format`, `emit_rows`, `emit_json`), so it lives outside hubindex.cli.
+
 Exports (csv, json, ndjson) carry every row and are written as the rows arrive; only the table, which
 is for reading, is capped, and it says so on stderr when it cuts.
 """
