@@ -156,3 +156,18 @@ def catalog_held_by_another_process(catalog_path: Path) -> Iterator[None]:
     finally:
         holder.stdin.close()
         holder.wait(timeout=30)
+
+
+def catalog_at_version(path: Path, version: int) -> Any:
+    """A DuckDB connection to a new catalog as the first `version` migrations left it (for migration tests)."""
+    import duckdb
+
+    from hubindex.migrations import MIGRATIONS
+
+    conn = duckdb.connect(str(path))
+    conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, "
+                 "applied_at TIMESTAMP NOT NULL)")
+    for migration in MIGRATIONS[:version]:
+        conn.execute(migration.sql)
+        conn.execute("INSERT INTO schema_migrations VALUES (?, ?, now()::TIMESTAMP)", [migration.version, migration.name])
+    return conn

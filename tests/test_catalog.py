@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
+from conftest import catalog_at_version, catalog_held_by_another_process, run_hubindex
 
 from hubindex.catalog import Catalog
 from hubindex.errors import CatalogBusyError, HubindexError
@@ -48,12 +46,7 @@ def test_migrate_is_idempotent(tmp_path: Path) -> None:
 def test_features_stored_before_dtype_was_in_their_key_stay_registered(tmp_path: Path) -> None:
     # A catalog as version 5 left it, with one stored feature matrix and one task feature matrix.
     path = tmp_path / "c.duckdb"
-    conn = duckdb.connect(str(path))
-    conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, "
-                 "applied_at TIMESTAMP NOT NULL)")
-    for migration in MIGRATIONS[:5]:
-        conn.execute(migration.sql)
-        conn.execute("INSERT INTO schema_migrations VALUES (?, ?, now()::TIMESTAMP)", [migration.version, migration.name])
+    conn = catalog_at_version(path, 5)
     conn.execute("INSERT INTO embeddings VALUES ('hf:a/b', 'sha', 'bbc-news', 'hash', 'last', 'last-subword', "
                  "'transformers-text', '1', 10, 9, 32, 'store/x.faiss', 'f00', 1.5, now()::TIMESTAMP)")
     conn.execute("INSERT INTO task_features VALUES ('hf:a/b', 'sha', 'thash', 'features', 'mean-tokens', 'digits', "
@@ -189,26 +182,12 @@ def test_failures_recorded_once_and_resolved(catalog: Catalog) -> None:
 def test_second_writer_gets_a_clear_busy_error(tmp_path: Path) -> None:
     path = tmp_path / "catalog.duckdb"
     Catalog(path).close()
-    holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
-            import duckdb, sys, time
-            conn = duckdb.connect({str(path)!r})
-            print("locked", flush=True)
-            sys.stdin.read()
-        """)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with catalog_held_by_another_process(path):
         with pytest.raises(CatalogBusyError, match="being written by another process"):
             Catalog(path)
-        from conftest import run_hubindex
-
         result = run_hubindex("sql", "SELECT 1", index_dir=tmp_path)
         assert result.exit_code == 3
         assert result.stderr.count("\n") == 1 and result.stderr.startswith("hubindex: error: catalog")
-    finally:
-        holder.communicate("")
 
 
 def test_values_of_the_wrong_kind_do_not_sink_the_batch(catalog: Catalog) -> None:

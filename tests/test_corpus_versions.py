@@ -8,10 +8,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, catalog_snapshot
+from conftest import assert_one_line_error, catalog_at_version, catalog_snapshot
 from test_relate import family, kappa_json, kappa_rows_matrix
 
 from hubindex.catalog import Catalog, utcnow
@@ -218,12 +217,7 @@ def test_versions_of_one_size_are_named_by_hash_and_one_version_by_its_name(tmp_
 
 def test_the_migration_adds_the_selection_hash_where_the_name_tells_it(tmp_path: Path) -> None:
     path = tmp_path / "c.duckdb"
-    conn = duckdb.connect(str(path))
-    conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, "
-                 "applied_at TIMESTAMP NOT NULL)")
-    for migration in MIGRATIONS[:7]:
-        conn.execute(migration.sql)
-        conn.execute("INSERT INTO schema_migrations VALUES (?, ?, now()::TIMESTAMP)", [migration.version, migration.name])
+    conn = catalog_at_version(path, 7)
     for cid, corpus, corpus_hash in (("t:a", "words", "a" * 64), ("t:a", "sizes", "b" * 64),
                                      ("t:b", "sizes", "c" * 64)):
         conn.execute("INSERT INTO embeddings VALUES (?, 'sha', ?, ?, 'last', 'p', 'float32', 'test', '1', 10, 10, 4, "
