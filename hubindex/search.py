@@ -26,6 +26,7 @@ from hubindex.index import Index
 from hubindex.plugins import known_names, probes, queries
 from hubindex.scoring import metric_classes
 from hubindex.types import USES_KAPPA, USES_TASK, Pick, Query, QueryContext
+from hubindex.user_sql import reading_catalog
 
 DEFAULT_METRIC = "linear"
 
@@ -166,20 +167,6 @@ def _pool_ids(index: Index, where: str | None) -> list[str]:
     return matching_checkpoints(index, where if where is not None else "true", snapshot_fallback=True)
 
 
-def _reading(index: Index) -> AbstractContextManager[Catalog]:
-    from contextlib import contextmanager
-
-    from hubindex.user_sql import open_for_reading
-
-    @contextmanager
-    def opened() -> Any:
-        catalog, _ = open_for_reading(index.catalog_path, snapshot_fallback=True)
-        with catalog:
-            yield catalog
-
-    return opened()
-
-
 def _boundary_ties(picks: list[Pick], scores: dict[str, float]) -> dict[str, Any] | None:
     """The checkpoints scoring as the last pick (when it was ranked by its score), if the budget left some out."""
     from hubindex.evaluation import SCORE_NOISE
@@ -251,7 +238,7 @@ def run_search(index: Index, strategy: str, budget: int, task: str | None = None
         higher_is_better = metric_cls.higher_is_better
     # Everything is computed on a read-only catalog; only storing the answer writes (one mode per process).
     pool_ids = _pool_ids(index, where)
-    with (reading or (lambda: _reading(index)))() as catalog:
+    with (reading or (lambda: reading_catalog(index.catalog_path)))() as catalog:
         pool = catalog.checkpoint_rows(pool_ids)
         if not pool:
             raise NothingDone("the pool is empty: no checkpoint matches --where" if where else "the catalog is empty")

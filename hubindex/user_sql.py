@@ -11,7 +11,7 @@ import json
 import re
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -63,6 +63,17 @@ def open_for_reading(path: Path, snapshot_fallback: bool = False) -> tuple[Catal
         except (HubindexError, OSError):
             raise busy from None
         return catalog, SnapshotRead(snapshot, taken_at, busy.writer_pid)
+
+
+@contextmanager
+def reading_catalog(path: Path, on_snapshot: Callable[[SnapshotRead], None] | None = None) -> Iterator[Catalog]:
+    """The catalog opened read-only for a command that only reads (a read-only folder works); while
+    another process writes it, its last published snapshot, after `on_snapshot` is told which."""
+    catalog, snapshot = open_for_reading(path, snapshot_fallback=True)
+    with catalog:
+        if snapshot is not None and on_snapshot is not None:
+            on_snapshot(snapshot)
+        yield catalog
 
 
 @dataclass

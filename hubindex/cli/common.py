@@ -3,8 +3,7 @@ and how read-only commands open the catalog."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 import click
@@ -44,22 +43,12 @@ def executor_options(command: Any) -> Any:
                         help="Where models run: local (this process) or ray (one task per checkpoint).")(command)
 
 
-@contextmanager
-def reading_catalog(index: Index) -> Iterator[Catalog]:
-    """The catalog opened read-only, for commands that only read it.
+def reading_catalog(index: Index) -> AbstractContextManager[Catalog]:
+    """The catalog opened read-only (`hubindex.user_sql.reading_catalog`); reading the snapshot while
+    another process writes is noted on stderr, with whose write and how old the snapshot is."""
+    from hubindex.user_sql import reading_catalog as read_only
 
-    A read-only index folder works; while another process writes the catalog, its last published
-    snapshot is read instead, with a note on stderr saying whose write and how old the snapshot is.
-    """
-    from hubindex.user_sql import open_for_reading
-
-    catalog, snapshot = open_for_reading(index.catalog_path, snapshot_fallback=True)
-    try:
-        if snapshot is not None:
-            note_snapshot(index, snapshot)
-        yield catalog
-    finally:
-        catalog.close()
+    return read_only(index.catalog_path, on_snapshot=lambda snapshot: note_snapshot(index, snapshot))
 
 
 def note_snapshot(index: Index, snapshot: Any) -> None:
