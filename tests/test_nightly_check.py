@@ -68,6 +68,13 @@ def test_a_where_naming_an_unknown_column_fails_the_check_against_the_catalog(
     assert_one_line_error(check(hubindex, config), "[probe] where: ", "no_such_column", exit_code=2)
 
 
+def test_a_where_that_reads_a_file_fails_the_check_as_it_would_fail_the_run(hubindex: Any, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.csv"
+    secret.write_text("checkpoint_id\nx\n")
+    config = write_config(tmp_path, f'[probe]\nwhere = "checkpoint_id IN (SELECT * FROM read_csv(\'{secret}\'))"\n')
+    assert_one_line_error(check(hubindex, config), "[probe] where: ", exit_code=2)
+
+
 def test_a_where_that_smuggles_a_second_query_fails_the_check(hubindex: Any, tmp_path: Path) -> None:
     config = write_config(tmp_path, '[probe]\nwhere = "true UNION SELECT checkpoint_id FROM checkpoints"\n')
     assert_one_line_error(check(hubindex, config), "[probe] where: ", exit_code=2)

@@ -69,17 +69,20 @@ def _crawl_problems(config: NightlyConfig) -> Iterator[str]:
 def _condition_problems(catalog: Catalog, key: str, condition: str) -> Iterator[str]:
     from hubindex.probing import checked_condition
 
-    try:
-        # EXPLAIN binds the condition (columns, types, functions) without running it.
-        catalog.conn.execute(f"EXPLAIN SELECT checkpoint_id FROM checkpoints WHERE\n{condition}\n")
-    except duckdb.Error as exc:
-        reason = " ".join(str(exc).split("\n")[0].split())
-        yield f"{key}: {condition!r} is not a valid condition on the checkpoints table ({reason}); {WHERE_EXAMPLE}"
-        return
+    # First the fences a run puts up (one condition, nothing smuggled), so that only a single
+    # condition ever reaches the catalog connection; then, with file access off as in a run,
+    # EXPLAIN binds it (columns, types, functions) without running it.
     try:
         checked_condition(condition)
     except UsageError as exc:
         yield f"{key}: {str(exc).removeprefix('--where ')}"
+        return
+    try:
+        catalog.conn.execute("SET enable_external_access = false")
+        catalog.conn.execute(f"EXPLAIN SELECT checkpoint_id FROM checkpoints WHERE\n{condition}\n")
+    except duckdb.Error as exc:
+        reason = " ".join(str(exc).split("\n")[0].split())
+        yield f"{key}: {condition!r} is not a valid condition on the checkpoints table ({reason}); {WHERE_EXAMPLE}"
 
 
 def _kappa_problems(catalog: Catalog, config: NightlyConfig) -> Iterator[str]:
