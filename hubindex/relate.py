@@ -176,12 +176,7 @@ def kappa_up_to_date(catalog: Catalog, corpus: CorpusRef, centered: bool = True,
     probed = probed_checkpoints(catalog, corpus)
     n = len(probed)
     if n > dense_max:
-        with _ProbedTable(catalog, probed):
-            ((todo,),) = catalog.conn.execute(
-                "SELECT count(*) FROM probed_now p ANTI JOIN kappa_graph g ON g.checkpoint_id = p.id "
-                "AND g.checkpoint_sha = p.sha AND g.corpus_hash = ? AND g.centered = ?",
-                [corpus.content_hash, centered]).fetchall()
-        if todo:
+        if _graph_todo(catalog, corpus, centered, probed):
             return None
         ((stored,),) = catalog.conn.execute("SELECT count(*) FROM kappa WHERE corpus_hash = ? AND centered = ?",
                                             [corpus.content_hash, centered]).fetchall()
@@ -385,11 +380,7 @@ def update_kappa_graph(
     graph = graph or GraphSettings()
     device = default_device() if device == "auto" else device
     update_fingerprints(catalog, index_root, corpus)
-    with _ProbedTable(catalog, probed):
-        todo_ids = {cid for (cid,) in catalog.conn.execute(
-            "SELECT p.id FROM probed_now p ANTI JOIN kappa_graph g ON g.checkpoint_id = p.id "
-            "AND g.checkpoint_sha = p.sha AND g.corpus_hash = ? AND g.centered = ?",
-            [corpus.content_hash, centered]).fetchall()}
+    todo_ids = _graph_todo(catalog, corpus, centered, probed)
     position = {p.checkpoint_id: k for k, p in enumerate(probed)}
     todo = [p for p in probed if p.checkpoint_id in todo_ids]
     run = _KappaRun(catalog, index_root, corpus, centered, probed, progress)
@@ -430,6 +421,15 @@ def update_kappa_graph(
     computed = run.computed - before
     return KappaUpdate(corpus, len(probed), computed, max(0, stored - computed), sorted(run.failed),
                        time.monotonic() - started, graph=graph)
+
+
+def _graph_todo(catalog: Catalog, corpus: CorpusRef, centered: bool, probed: list[Probed]) -> set[str]:
+    """The probed checkpoints the sparse graph has not searched at their current sha."""
+    with _ProbedTable(catalog, probed):
+        return {cid for (cid,) in catalog.conn.execute(
+            "SELECT p.id FROM probed_now p ANTI JOIN kappa_graph g ON g.checkpoint_id = p.id "
+            "AND g.checkpoint_sha = p.sha AND g.corpus_hash = ? AND g.centered = ?",
+            [corpus.content_hash, centered]).fetchall()}
 
 
 class _PreparedCache:
