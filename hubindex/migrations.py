@@ -384,6 +384,17 @@ MIGRATIONS: tuple[Migration, ...] = (
         ) WHERE corpus IS NOT NULL AND corpus_hash IS NULL;
         """,
     ),
+    Migration(
+        9,
+        "tasks say what their labels are: classification, multi-label or regression",
+        """
+        -- classification: one class per example (labels.npy (n,)); multi-label: any number of the
+        -- n_classes classes (labels.npy (n, C) 0/1); regression: numbers to predict (labels.npy
+        -- (n, t) float; n_classes 0, `classes` names the t values). Earlier tasks are classification.
+        ALTER TABLE tasks ADD COLUMN IF NOT EXISTS target VARCHAR DEFAULT 'classification';
+        UPDATE tasks SET target = 'classification' WHERE target IS NULL;
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -10,12 +10,13 @@ A checkpoint that cannot be embedded, or a metric that fails on it, is recorded 
 (stage 'score') and the run goes on. As for probing, the driver plans (stale scores, stored
 features), an executor runs `score_checkpoint` (embedding and metrics) and the driver commits.
 
-`score_arrays` is the array mode: a metric on features and labels given as .npy files.
+The array mode (a metric on features and labels given as .npy files) is hubindex/array_scoring.py.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import math
 import time
 from contextlib import closing
@@ -42,14 +43,15 @@ from hubindex.probing import (
     resolve_device,
     select_checkpoints,
 )
+from hubindex.label_embeddings import LabelEmbeddings, embed_class_names
 from hubindex.store import STORE_DIR, EmbeddingStore, StoreError
-from hubindex.tasks import Task, encode_labels, load_task, stratified_split
+from hubindex.tasks import Task, load_task
 from hubindex.types import (
     FLOAT32,
     NEEDS_HEAD,
-    NEEDS_HELD_OUT,
+    NEEDS_LABEL_EMBEDDINGS,
     NEEDS_REFERENCE,
-    PROBABILITY_TOLERANCE,
+    TARGET_REGRESSION,
     ExampleOutput,
     Executor,
     Metric,
@@ -81,102 +83,22 @@ def metric_classes(names: Sequence[str] = ()) -> list[type[Metric]]:
 
 
 def run_metric(metric: Metric, data: MetricInput) -> tuple[float, float]:
-    """(value, seconds) of one metric; a non-finite value is an error, not a score."""
+    """(value, seconds) of one metric; a non-finite value is an error, not a score.
+
+    `seconds` is the metric's own work: the modules it declares in `imports` are imported first
+    (a first call would otherwise count seconds of scikit-learn's import).
+    """
+    if data.target not in metric.targets:
+        raise MetricNotApplicable(f"{metric.name} scores {', '.join(sorted(metric.targets))} tasks, "
+                                  f"not {data.target}")
+    for module in metric.imports:
+        importlib.import_module(module)
     started = time.perf_counter()
     value = float(metric.score(data))
     seconds = time.perf_counter() - started
     if not math.isfinite(value):
         raise ValueError(f"metric {metric.name!r} returned {value}")
     return value, seconds
-
-
-# ------------------------------------------------------------------------------------ array mode
-
-
-@dataclass(frozen=True)
-class ArrayScore:
-    metric: str
-    version: str
-    value: float
-    seconds: float
-
-    def as_json(self) -> dict[str, Any]:
-        return {"metric": self.metric, "version": self.version, "value": self.value, "seconds": self.seconds}
-
-
-def check_features(features: np.ndarray, what: str) -> np.ndarray:
-    """A finite numeric (n, d) matrix as float64, or a UsageError naming the problem."""
-    if features.ndim != 2 or not np.issubdtype(features.dtype, np.number) or features.dtype.kind == "c":
-        raise UsageError(f"{what}: expected a real (examples x features) matrix, got {features.dtype} of shape {features.shape}")
-    if features.shape[0] == 0 or features.shape[1] == 0:
-        raise UsageError(f"{what}: the matrix is empty (shape {features.shape})")
-    bad = np.flatnonzero(~np.isfinite(features).all(axis=1))
-    if bad.size:
-        raise UsageError(f"{what}: {bad.size} rows hold NaN or infinite values (first: row {bad[0]})")
-    return features.astype(np.float64, copy=False)
-
-
-def check_labels(labels: np.ndarray, n: int, what: str) -> np.ndarray:
-    """Class indices 0..C-1 from integer or string labels, one per feature row."""
-    if labels.ndim != 1:
-        raise UsageError(f"{what}: labels must be a 1-D array, got shape {labels.shape}")
-    if labels.dtype.kind not in "iuUf":
-        raise UsageError(f"{what}: labels must be integers or strings (got dtype {labels.dtype})")
-    if len(labels) != n:
-        raise UsageError(f"{what}: {len(labels)} labels for {n} feature rows; they must have the same length")
-    codes, _ = encode_labels(labels.tolist(), what)
-    return codes
-
-
-def check_probs(probs: np.ndarray, n: int, what: str) -> np.ndarray:
-    """A source-class probability matrix (n, Z); 1-D integer source labels become one-hot rows."""
-    if probs.ndim == 1:
-        if probs.dtype.kind not in "iu" or (probs.size and probs.min() < 0):
-            raise UsageError(f"{what}: a 1-D array must hold source class indices (integers >= 0)")
-        one_hot = np.zeros((len(probs), int(probs.max()) + 1 if probs.size else 0))
-        one_hot[np.arange(len(probs)), probs] = 1.0
-        probs = one_hot
-    probs = check_features(probs, what)
-    if len(probs) != n:
-        raise UsageError(f"{what}: {len(probs)} rows for {n} feature rows; they must have the same length")
-    if probs.min() < 0 or np.abs(probs.sum(axis=1) - 1.0).max() > PROBABILITY_TOLERANCE:
-        raise UsageError(f"{what}: each row must be probabilities over the source classes (>= 0, summing to 1)")
-    return probs
-
-
-def score_arrays(name: str, features: np.ndarray, labels: np.ndarray, probs: np.ndarray | None = None,
-                 reference: tuple[np.ndarray, np.ndarray] | None = None,
-                 validation_fraction: float = 0.2, seed: int = 0) -> ArrayScore:
-    """One metric on given arrays. Metrics that need held-out rows get a seeded stratified split."""
-    (metric_cls,) = metric_classes([name])
-    features = check_features(features, "--features")
-    codes = check_labels(labels, len(features), "--labels")
-    if NEEDS_HEAD in metric_cls.needs and probs is None:
-        raise UsageError(f"metric {name!r} needs --probs P.npy: the checkpoint's softmax over its source classes "
-                         "(or, for nce, the source class index of each example)")
-    if NEEDS_REFERENCE in metric_cls.needs and reference is None:
-        raise UsageError(f"metric {name!r} needs a reference task: --reference-features R.npy --reference-labels yR.npy")
-    head_probs = check_probs(probs, len(features), "--probs") if probs is not None else None
-    reference_input = None
-    if reference is not None:
-        ref_features = check_features(reference[0], "--reference-features")
-        ref_codes = check_labels(reference[1], len(ref_features), "--reference-labels")
-        if ref_features.shape[1] != features.shape[1]:
-            raise UsageError(f"--reference-features has {ref_features.shape[1]} columns, --features "
-                             f"{features.shape[1]}; both must come from the same checkpoint")
-        reference_input = MetricInput(ref_features, ref_codes, np.ones(len(ref_codes), dtype=bool), seed=seed)
-    if NEEDS_HELD_OUT in metric_cls.needs:
-        train = stratified_split(codes, validation_fraction, seed)
-    else:
-        train = np.ones(len(codes), dtype=bool)
-    data = MetricInput(features, codes, train, head_probs, reference_input, seed)
-    try:
-        value, seconds = run_metric(metric_cls(), data)
-    except MetricNotApplicable as exc:
-        raise UsageError(f"metric {name!r} cannot score these arrays: {exc}") from None
-    except ValueError as exc:
-        raise UsageError(f"metric {name!r}: {exc}") from None
-    return ArrayScore(name, metric_cls.version, value, seconds)
 
 
 # ------------------------------------------------------------------------------------ task features
@@ -277,10 +199,17 @@ class ScoreSummary:
         )
 
 
-def inputs_hash(task: Task, sha: str, pooling: str, reference: Task | None) -> str:
+def inputs_hash(task: Task, sha: str, pooling: str, reference: Task | None, encoders_key: str = "") -> str:
     """What a score depends on besides the metric's version."""
     parts = (task.content_hash, sha, pooling, reference.content_hash if reference else "", str(task.seed))
+    # Scores without label encoders hash as they did before label encoders existed.
+    parts += (encoders_key,) if encoders_key else ()
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def uses_label_embeddings(metric: Metric, task: Task) -> bool:
+    """Regression targets are their own embeddings: only class labels need label encoders."""
+    return NEEDS_LABEL_EMBEDDINGS in metric.needs and task.target != TARGET_REGRESSION
 
 
 # Which labeled examples a checkpoint embeds: the task's, or the reference task's.
@@ -294,6 +223,7 @@ class ScoreData:
 
     task: Task
     reference: Task | None
+    labels: LabelEmbeddings = LabelEmbeddings.none()  # the class names by each --label-encoder
 
 
 @dataclass(frozen=True)
@@ -304,7 +234,7 @@ class ScoreWork:
     checkpoint: dict[str, Any]
     sha: str
     metrics: list[Metric]  # the stale ones
-    hashes: dict[bool, str]  # inputs hash without / with the reference task
+    hashes: dict[str, str]  # metric name -> the inputs hash of its score
     stored: dict[str, ExampleOutput]  # features already in the store, by TASK / REFERENCE
     needs_reference: bool
     dtype: str = FLOAT32  # the precision the probe runs the checkpoint in
@@ -335,8 +265,15 @@ def metric_input(metric: Metric, data: ScoreData, output: ExampleOutput,
             raise MetricNotApplicable("needs a reference task (--reference-task NAME)")
         reference = MetricInput(reference_output.features.astype(np.float64), data.reference.labels,
                                 data.reference.train, seed=task.seed)
+    label_embeddings: tuple[np.ndarray, ...] = ()
+    if uses_label_embeddings(metric, task):
+        if not data.labels.matrices:
+            raise MetricNotApplicable("needs embeddings of the class names: score with --label-encoder CHECKPOINT "
+                                      "(a text checkpoint of the catalog)")
+        label_embeddings = data.labels.matrices
     head = output.head_probs.astype(np.float64) if output.head_probs is not None else None
-    return MetricInput(output.features.astype(np.float64), task.labels, task.train, head, reference, task.seed)
+    return MetricInput(output.features.astype(np.float64), task.labels, task.train, head, reference, task.seed,
+                       task.target, label_embeddings)
 
 
 def _examples_features(work: ScoreWork, which: str, task: Task, result: ScoreResult) -> ExampleOutput:
@@ -402,7 +339,7 @@ class _ScoreRun:
         if text not in self.summary.notes:
             self.summary.notes.append(text)
 
-    def stale_metrics(self, checkpoint_id: str, hashes: dict[bool, str]) -> list[Metric]:
+    def stale_metrics(self, checkpoint_id: str, hashes: dict[str, str]) -> list[Metric]:
         """The metrics whose stored score (if any) has another version or other inputs."""
         stored = dict(
             ((metric, (version, inputs)) for metric, version, inputs in self.catalog.conn.execute(
@@ -411,7 +348,7 @@ class _ScoreRun:
             ).fetchall())
         )
         return [metric for metric in self.metrics
-                if stored.get(metric.name) != (metric.version, hashes[NEEDS_REFERENCE in metric.needs])]
+                if stored.get(metric.name) != (metric.version, hashes[metric.name])]
 
     def plan(self, probe: Probe, checkpoint: dict[str, Any]) -> ScoreWork | str:
         """The work to do for a checkpoint, SETTLED (all current, failed) or DEFERRED (its twin embeds first)."""
@@ -423,8 +360,10 @@ class _ScoreRun:
         pooling, dtype = probe.example_pooling, probe.dtype_for(checkpoint)
         # float32 features hash as they did before dtype was recorded, so their scores stay current.
         variant = pooling if dtype == FLOAT32 else f"{pooling}/{dtype}"
-        hashes = {False: inputs_hash(self.task, sha, variant, None),
-                  True: inputs_hash(self.task, sha, variant, self.reference)}
+        hashes = {metric.name: inputs_hash(
+            self.task, sha, variant, self.reference if NEEDS_REFERENCE in metric.needs else None,
+            self.data.labels.encoders_key if uses_label_embeddings(metric, self.task) else "")
+            for metric in self.metrics}
         stale = self.stale_metrics(checkpoint_id, hashes)
         if not stale:
             self.summary.current += len(self.metrics)
@@ -463,7 +402,7 @@ class _ScoreRun:
             rows.append([self.task.name, checkpoint_id, name, metric.version, value, metric.higher_is_better,
                          seconds, utcnow(), work.sha, self.task.content_hash,
                          self.reference.name if self.reference and with_reference else None,
-                         work.hashes[with_reference]])
+                         work.hashes[name]])
         with self.catalog.transaction():
             for row in rows:
                 self.catalog.conn.execute(
@@ -499,6 +438,7 @@ def run_score(
     batch_size: int | None = None,
     show_progress: bool | None = None,
     executor: Executor | None = None,
+    label_encoders: Sequence[str] = (),
 ) -> ScoreSummary:
     """Score the selected checkpoints (all by default) on a task with the named metrics (all by default).
 
@@ -524,7 +464,10 @@ def run_score(
                 raise UsageError(f"reference task {reference_task!r} holds {reference.modality} examples and task "
                                  f"{task_name!r} {task.modality}; they must be embedded by the same checkpoints")
         instances = [r.component(device=device, batch_size=batch_size) for r in probes().values()]
-        run = _ScoreRun(catalog, EmbeddingStore(index.root), ScoreData(task, reference), metric_list, summary)
+        labels = LabelEmbeddings.none()
+        if any(uses_label_embeddings(metric, task) for metric in metric_list):
+            labels = embed_class_names(catalog, task, label_encoders, device, batch_size)
+        run = _ScoreRun(catalog, EmbeddingStore(index.root), ScoreData(task, reference, labels), metric_list, summary)
         rows = catalog.checkpoint_rows(selected)
         summary.selected = len(rows)
         with tqdm(total=len(rows), desc="score", unit=" ckpt",

@@ -9,23 +9,25 @@
 | `--arrays X.npy y.npy` | images as X (n, h, w) or (n, h, w, channels), or texts as a string array X (n,) | y (n,) |
 | `--dataset DIR` (saved by `datasets`' `save_to_disk`) | an image or text column | a label column |
 
-Labels are integers or strings (a `datasets` ClassLabel gives its names). The examples are
-copied into the index folder (`tasks/<name>-<hash>/`: `texts.npy` or `images/*.png`, plus
-`labels.npy` and `train.npy`), so a task stays scorable when its source moves. The split is a
-seeded, stratified draw: each class keeps at least one training example.
+Labels are integers or strings (a `datasets` ClassLabel gives its names); with `--target
+multi-label` each example has a set of classes, with `--target regression` numbers to predict
+(hubindex/task_targets.py: how each kind is read, stored and split). The examples are copied into
+the index folder (`tasks/<name>-<hash>/`: `texts.npy` or `images/*.png`, plus `labels.npy` and
+`train.npy`), so a task stays scorable when its source moves. The split is a seeded, stratified
+draw for classification (each class keeps at least one training example), a seeded shuffle
+otherwise.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import re
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -34,7 +36,8 @@ from hubindex.csv_input import read_csv_rows
 from hubindex.errors import HubindexError, UsageError
 from hubindex.images import open_image
 from hubindex.index import Index
-from hubindex.types import IMAGE, TEXT
+from hubindex.task_targets import DEFAULT_LABEL_SEPARATOR, encode_targets, label_text, split_targets
+from hubindex.types import IMAGE, TARGET_CLASSIFICATION, TARGET_MULTI_LABEL, TARGET_REGRESSION, TEXT
 
 TASKS_DIR = "tasks"
 TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -57,16 +60,17 @@ class TaskExamples:
 
 @dataclass(frozen=True)
 class Task:
-    """A stored task: its examples, labels (0..C-1) and split."""
+    """A stored task: its examples, labels (as hubindex.task_targets stores them for `target`) and split."""
 
     name: str
     modality: str
     items: list[Any]
     labels: np.ndarray
     train: np.ndarray
-    classes: list[str]
+    classes: list[str]  # class names; for regression, the names of the target values
     content_hash: str
     seed: int
+    target: str = TARGET_CLASSIFICATION
 
     @property
     def size(self) -> int:
@@ -76,75 +80,19 @@ class Task:
 # ------------------------------------------------------------------------------ labels and split
 
 
-def encode_labels(raw: Sequence[Any], where: str, class_names: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
-    """Class indices 0..C-1 and class names from integer or string labels.
-
-    Integers are ordered numerically, strings alphabetically. Floats with a fraction, booleans,
-    missing values and mixtures are refused: a task needs class labels.
-    """
-    if len(raw) == 0:
-        raise UsageError(f"{where}: no labels")
-    kinds = set()
-    values: list[Any] = []
-    for position, value in enumerate(raw):
-        if isinstance(value, np.generic):
-            value = value.item()
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            raise UsageError(f"{where}: label {position} is missing")
-        if isinstance(value, bool):
-            raise UsageError(f"{where}: labels are booleans; give integer or string class labels")
-        if isinstance(value, float):
-            if not value.is_integer():
-                raise UsageError(
-                    f"{where}: label {position} is {value!r}, not a class; labels must be integers or strings"
-                )
-            value = int(value)
-        if isinstance(value, str):
-            value = value.strip()
-            if not value:
-                raise UsageError(f"{where}: label {position} is empty")
-        elif not isinstance(value, int):
-            raise UsageError(f"{where}: label {position} is a {type(value).__name__}; labels must be integers or strings")
-        kinds.add(type(value))
-        values.append(value)
-    if len(kinds) > 1:
-        raise UsageError(f"{where}: labels mix integers and strings; use one kind")
-    classes = sorted(set(values))
-    if class_names is not None:
-        unknown = [c for c in classes if not 0 <= c < len(class_names)]
-        if unknown:
-            raise UsageError(f"{where}: label {unknown[0]} is outside the {len(class_names)} named classes")
-    if len(classes) < 2:
-        raise UsageError(f"{where}: only one class ({classes[0]!r}); a task needs at least two classes")
-    position_of = {value: i for i, value in enumerate(classes)}
-    codes = np.array([position_of[v] for v in values], dtype=np.int64)
-    names = [class_names[c] if class_names is not None else str(c) for c in classes]
-    return codes, names
-
-
-def stratified_split(labels: np.ndarray, validation_fraction: float, seed: int) -> np.ndarray:
-    """A boolean train mask: per class, a seeded shuffle; round(fraction * n) held out, >= 1 kept."""
-    if not 0.0 < validation_fraction < 1.0:
-        raise UsageError(f"--validation-fraction must be between 0 and 1 (got {validation_fraction})")
-    rng = np.random.default_rng(seed)
-    train = np.ones(len(labels), dtype=bool)
-    for label in range(int(labels.max()) + 1):
-        members = np.flatnonzero(labels == label)
-        held_out = min(int(round(validation_fraction * len(members))), len(members) - 1)
-        train[rng.permutation(members)[:held_out]] = False
-    return train
-
-
-def task_content_hash(modality: str, items: list[Any], labels: np.ndarray, classes: list[str], train: np.ndarray) -> str:
-    """sha256 over the examples (texts, or decoded pixels), the class of each and the split."""
-    digest = hashlib.sha256(f"hubindex-task-v1\n{modality}\n".encode())
-    for item, label, in_train in zip(items, labels.tolist(), train.tolist()):
+def task_content_hash(modality: str, items: list[Any], labels: np.ndarray, classes: list[str], train: np.ndarray,
+                      target: str = TARGET_CLASSIFICATION) -> str:
+    """sha256 over the examples (texts, or decoded pixels), the label of each, the split and the target kind."""
+    # Classification tasks hash as they did before target kinds existed, so their scores stay current.
+    kind = "" if target == TARGET_CLASSIFICATION else f"{target}\n"
+    digest = hashlib.sha256(f"hubindex-task-v1\n{modality}\n{kind}".encode())
+    for row, (item, in_train) in enumerate(zip(items, train.tolist())):
         if modality == TEXT:
             digest.update(item.encode("utf-8"))
         else:
             digest.update(f"{item.mode}:{item.width}x{item.height}\x1f".encode())
             digest.update(item.tobytes())
-        digest.update(f"\x1f{classes[label]}\x1f{int(in_train)}\x1e".encode())
+        digest.update(f"\x1f{label_text(labels, row, target, classes)}\x1f{int(in_train)}\x1e".encode())
     return digest.hexdigest()
 
 
@@ -169,14 +117,22 @@ def read_image_folder(folder: Path) -> TaskExamples:
     return TaskExamples(IMAGE, items, labels, "images", str(folder.resolve()))
 
 
-def read_csv(path: Path, text_col: str | None, label_col: str | None) -> TaskExamples:
-    """Texts and labels from two columns of a CSV file with a header row."""
+def read_csv(path: Path, text_col: str | None, label_col: str | None,
+             target: str = TARGET_CLASSIFICATION) -> TaskExamples:
+    """Texts and labels from two columns of a CSV file with a header row.
+
+    Class labels that look like integers are integers; multi-label and regression cells stay
+    text for `encode_targets` to split or parse."""
     if not text_col or not label_col:
         raise UsageError("--csv needs --text-col and --label-col")
     rows = read_csv_rows(path, (text_col, label_col), "--csv")
     items = [cells[text_col] for _, cells in rows]
-    labels = [_csv_label(cells[label_col], path, line) for line, cells in rows]
-    return TaskExamples(TEXT, items, labels, "csv", str(path.resolve()))
+    if target == TARGET_CLASSIFICATION:
+        labels = [_csv_label(cells[label_col], path, line) for line, cells in rows]
+    else:
+        labels = [cells[label_col] for _, cells in rows]
+    names = [label_col] if target == TARGET_REGRESSION else None
+    return TaskExamples(TEXT, items, labels, "csv", str(path.resolve()), names)
 
 
 def _csv_label(value: str, path: Path, line: int) -> Any:
@@ -187,7 +143,8 @@ def _csv_label(value: str, path: Path, line: int) -> Any:
         number = float(value)
         if not number.is_integer():
             raise UsageError(
-                f"--csv {path}: line {line}: label {value!r} is not a class; labels must be integers or strings"
+                f"--csv {path}: line {line}: label {value!r} is not a class; labels must be integers or strings "
+                "(numbers to predict: --target regression)"
             )
         return int(number)
     return value
@@ -264,12 +221,14 @@ def examples_from_array(array: np.ndarray, what: str) -> tuple[str, list[Any]]:
     raise UsageError(f"{what}: expected texts (n,) or images (n, h, w[, c]); got shape {array.shape}")
 
 
-def read_arrays(x_path: Path, y_path: Path) -> TaskExamples:
-    """Examples X.npy (images or texts) and labels y.npy (integers or strings)."""
+def read_arrays(x_path: Path, y_path: Path, target: str = TARGET_CLASSIFICATION) -> TaskExamples:
+    """Examples X.npy (images or texts) and labels y.npy: integers or strings (n,); for
+    multi-label a 0/1 matrix (n, C); for regression numbers (n,) or (n, t)."""
     x = load_npy(x_path, "--arrays")
     y = load_npy(y_path, "--arrays")
-    if y.ndim != 1:
-        raise UsageError(f"--arrays {y_path}: labels must be a 1-D array, got shape {y.shape}")
+    if y.ndim != 1 and not (y.ndim == 2 and target != TARGET_CLASSIFICATION):
+        shapes = "(n,)" if target == TARGET_CLASSIFICATION else "(n,) or (n, columns)"
+        raise UsageError(f"--arrays {y_path}: labels must be a {shapes} array, got shape {y.shape}")
     if x.ndim == 0 or len(x) == 0:
         raise UsageError(f"--arrays {x_path}: no examples (the array is empty)")
     if len(x) != len(y):
@@ -280,7 +239,8 @@ def read_arrays(x_path: Path, y_path: Path) -> TaskExamples:
     if y.dtype.kind not in "iuUf":
         raise UsageError(f"--arrays {y_path}: labels must be integers or strings (got dtype {y.dtype})")
     modality, items = examples_from_array(x, f"--arrays {x_path}")
-    return TaskExamples(modality, items, y.tolist(), "arrays", f"{x_path.resolve()} {y_path.resolve()}")
+    labels = y if y.ndim == 2 else y.tolist()  # a 2-D matrix stays one: rows of indicators or values
+    return TaskExamples(modality, items, labels, "arrays", f"{x_path.resolve()} {y_path.resolve()}")
 
 
 def read_dataset(folder: Path, text_col: str | None, image_col: str | None, label_col: str | None) -> TaskExamples:
@@ -332,7 +292,9 @@ def read_dataset(folder: Path, text_col: str | None, image_col: str | None, labe
     else:
         raise UsageError(f"--dataset {folder}: column {column!r} holds {feature}; expected images or text")
     label_feature = loaded.features[label_col]
-    names = list(label_feature.names) if isinstance(label_feature, ClassLabel) else None
+    # A Sequence(ClassLabel) column (multi-label) names its classes on the inner feature.
+    inner = getattr(label_feature, "feature", label_feature)
+    names = list(inner.names) if isinstance(inner, ClassLabel) else None
     return TaskExamples(modality, items, list(loaded[label_col]), "dataset", str(folder.resolve()), names)
 
 
@@ -382,27 +344,31 @@ class AddedTask:
     classes: list[str]
     content_hash: str
     unchanged: bool  # the same data was already stored under this name
+    target: str = TARGET_CLASSIFICATION
 
     def line(self) -> str:
         if self.unchanged:
             return f"task {self.name!r} already holds these {self.n_examples} examples; nothing to do"
+        labels = (f"{len(self.classes)} target values" if self.target == TARGET_REGRESSION
+                  else f"{len(self.classes)} classes" + (" (multi-label)" if self.target == TARGET_MULTI_LABEL else ""))
         return (
-            f"task {self.name!r}: {self.n_examples} {self.modality} examples, {len(self.classes)} classes, "
+            f"task {self.name!r}: {self.n_examples} {self.modality} examples, {labels}, "
             f"{self.n_train} train / {self.n_examples - self.n_train} validation (hash {self.content_hash[:12]})"
         )
 
 
 def add_task(index: Index, name: str, examples: TaskExamples, validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
-             seed: int = DEFAULT_SEED, replace: bool = False) -> AddedTask:
+             seed: int = DEFAULT_SEED, replace: bool = False, target: str = TARGET_CLASSIFICATION,
+             separator: str = DEFAULT_LABEL_SEPARATOR) -> AddedTask:
     """Check, split and store a task; the catalog names its folder only once the folder is complete."""
     validate_task_name(name)
-    labels, classes = encode_labels(examples.labels, f"task {name!r} labels", examples.class_names)
+    labels, classes = encode_targets(examples.labels, target, f"task {name!r} labels", examples.class_names, separator)
     if len(labels) != len(examples.items):
         raise UsageError(f"task {name!r}: {len(examples.items)} examples but {len(labels)} labels")
-    train = stratified_split(labels, validation_fraction, seed)
-    content_hash = task_content_hash(examples.modality, examples.items, labels, classes, train)
+    train = split_targets(labels, target, validation_fraction, seed)
+    content_hash = task_content_hash(examples.modality, examples.items, labels, classes, train, target)
     relative = f"{TASKS_DIR}/{name}-{content_hash[:12]}"
-    result = AddedTask(name, examples.modality, len(labels), int(train.sum()), classes, content_hash, False)
+    result = AddedTask(name, examples.modality, len(labels), int(train.sum()), classes, content_hash, False, target)
 
     with index.open_catalog() as catalog:
         existing = _task_row(catalog, name)
@@ -414,15 +380,15 @@ def add_task(index: Index, name: str, examples: TaskExamples, validation_fractio
                 f"task {name!r} already exists with other data ({existing['n_examples']} examples, added "
                 f"{existing['created_at']:%Y-%m-%d %H:%M}); use --replace to replace it, or choose another name"
             )
-        target = index.root / relative
+        folder = index.root / relative
         tasks_root = index.root / TASKS_DIR
         tasks_root.mkdir(parents=True, exist_ok=True)
-        if not target.is_dir():
+        if not folder.is_dir():
             staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=tasks_root))
             try:
                 _write_task_files(staging / "task", examples, labels, train)
                 _fsync_tree(staging / "task")
-                os.replace(staging / "task", target)
+                os.replace(staging / "task", folder)
             except OSError as exc:
                 raise HubindexError(f"cannot write task {name!r} under {tasks_root}: {exc.strerror or exc}") from None
             finally:
@@ -430,9 +396,10 @@ def add_task(index: Index, name: str, examples: TaskExamples, validation_fractio
         with catalog.transaction():
             catalog.conn.execute("DELETE FROM tasks WHERE task = ?", [name])
             catalog.conn.execute(
-                "INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [name, examples.modality, examples.source_kind, examples.source, len(labels), int(train.sum()),
-                 len(classes), classes, validation_fraction, seed, content_hash, relative, utcnow()],
+                 0 if target == TARGET_REGRESSION else len(classes), classes, validation_fraction, seed,
+                 content_hash, relative, utcnow(), target],
             )
         if existing is not None and existing["path"] != relative:
             _remove_unreferenced(index, catalog, existing["path"])
@@ -493,17 +460,19 @@ def load_task(index: Index, catalog: Catalog, name: str) -> Task:
             f"add it again with `hubindex task add {name} ... --replace`"
         ) from None
     classes = list(row["classes"])
-    content_hash = task_content_hash(row["modality"], items, labels, classes, train) if len(items) == len(labels) else ""
+    target = row["target"]
+    content_hash = (task_content_hash(row["modality"], items, labels, classes, train, target)
+                    if len(items) == len(labels) else "")
     if content_hash != row["content_hash"]:
         raise HubindexError(
             f"task {name!r}: its stored examples under {folder} changed since they were added; "
             f"add it again with `hubindex task add {name} ... --replace`"
         )
-    return Task(name, row["modality"], items, labels, train, classes, content_hash, row["seed"])
+    return Task(name, row["modality"], items, labels, train, classes, content_hash, row["seed"], target)
 
 
 # What `task list` shows of each task, in this order.
-TASK_COLUMNS = ("task", "modality", "source_kind", "n_examples", "n_train", "n_classes", "validation_fraction",
+TASK_COLUMNS = ("task", "modality", "target", "source_kind", "n_examples", "n_train", "n_classes", "validation_fraction",
                 "seed", "source", "content_hash")
 
 

@@ -325,27 +325,46 @@ PROBABILITY_TOLERANCE = 1e-3
 NEEDS_HELD_OUT = "held-out"  # trains on the `train` rows and evaluates on the others
 NEEDS_HEAD = "head"  # the checkpoint's own classifier: MetricInput.head_probs
 NEEDS_REFERENCE = "reference"  # a labeled reference task embedded by the same checkpoint
-METRIC_NEEDS = frozenset({NEEDS_HELD_OUT, NEEDS_HEAD, NEEDS_REFERENCE})
+# Embeddings of the task's class names by one or more text checkpoints (EMMS's label embeddings).
+NEEDS_LABEL_EMBEDDINGS = "label-embeddings"
+METRIC_NEEDS = frozenset({NEEDS_HELD_OUT, NEEDS_HEAD, NEEDS_REFERENCE, NEEDS_LABEL_EMBEDDINGS})
+
+# What a task's labels are (Task.target, MetricInput.target) and the shape MetricInput.labels has.
+TARGET_CLASSIFICATION = "classification"  # (n,) integer class indices 0..C-1, one class per example
+TARGET_REGRESSION = "regression"  # (n, t) float values, t >= 1 targets per example
+TARGET_MULTI_LABEL = "multi-label"  # (n, C) 0/1 indicators, any number of the C classes per example
+TARGET_KINDS = (TARGET_CLASSIFICATION, TARGET_REGRESSION, TARGET_MULTI_LABEL)
 
 
 @dataclass(frozen=True)
 class MetricInput:
     """What a metric scores: one checkpoint's frozen features of a labeled task.
 
-    Rows are examples. `labels` are class indices 0..C-1. `train` marks the rows a metric may fit
-    on; metrics that need held-out data (Metric.needs has "held-out") evaluate on the other rows,
-    every other metric uses the `train` rows only. `seed` makes randomised metrics repeatable.
+    Rows are examples. `labels` depend on `target` (see TARGET_KINDS): class indices 0..C-1
+    for classification, an (n, t) float matrix for regression, an (n, C) 0/1 matrix for
+    multi-label. `train` marks the rows a metric may fit on; metrics that need held-out data
+    (Metric.needs has "held-out") evaluate on the other rows, every other metric uses the
+    `train` rows only. `seed` makes randomised metrics repeatable. `label_embeddings` holds, per
+    label encoder, one row per class name (C, e_k), in class order (metrics that need
+    "label-embeddings").
     """
 
     features: np.ndarray  # (n, d) float
-    labels: np.ndarray  # (n,) int64 in 0..n_classes-1
+    labels: np.ndarray  # classification (n,) int64; regression (n, t) float64; multi-label (n, C) 0/1
     train: np.ndarray  # (n,) bool
     head_probs: np.ndarray | None = None  # (n, Z) softmax of the checkpoint's own head
     reference: MetricInput | None = None  # reference task (task-relatedness), same checkpoint
     seed: int = 0
+    target: str = TARGET_CLASSIFICATION
+    label_embeddings: tuple[np.ndarray, ...] = ()  # per label encoder: (C, e_k)
 
     @property
     def n_classes(self) -> int:
+        """C: classes of a classification or multi-label task; 0 for regression."""
+        if self.target == TARGET_MULTI_LABEL:
+            return int(self.labels.shape[1])
+        if self.target == TARGET_REGRESSION:
+            return 0
         return int(self.labels.max()) + 1 if self.labels.size else 0
 
     def train_rows(self) -> tuple[np.ndarray, np.ndarray]:
@@ -368,16 +387,25 @@ class Metric(Component):
     `needs` names what `score` uses beyond features and labels (see METRIC_NEEDS); the core only
     calls `score` when those are present. Bump `version` whenever a change alters the values:
     stored scores of another version are recomputed.
+
+    `targets` names the task kinds (TARGET_KINDS) the metric defines a score for; the core
+    treats other tasks as not applicable. `imports` names the modules `score` imports lazily:
+    the core imports them before it starts the clock, so `seconds` is the metric's own work.
     """
 
     kind: ClassVar[str] = "metric"
     higher_is_better: ClassVar[bool] = True
     needs: ClassVar[frozenset[str]] = frozenset()
+    targets: ClassVar[frozenset[str]] = frozenset({TARGET_CLASSIFICATION})
+    imports: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def validate_class(cls) -> None:
         super().validate_class()
         _check_known(cls, "needs", cls.needs, METRIC_NEEDS)
+        _check_known(cls, "targets", cls.targets, frozenset(TARGET_KINDS))
+        if not cls.targets:
+            raise ValueError(f"metric {cls.name!r}: `targets` must name at least one of {TARGET_KINDS}")
 
     def score(self, data: MetricInput) -> float:
         """The score of the features for the task; raise MetricNotApplicable if it has none."""

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from conftest import CliResult, assert_one_line_error
 
-from hubindex.tasks import stratified_split
+from hubindex.task_targets import stratified_split
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "hubindex-nearest-centroid"

@@ -101,6 +101,14 @@ def test_unknown_tasks_fail_the_check(hubindex: Any, tmp_path: Path) -> None:
     assert all("hubindex task add" in line for line in lines)
 
 
+def test_unknown_label_encoders_fail_the_check(hubindex: Any, tmp_path: Path) -> None:
+    add_news_task(hubindex, tmp_path)
+    config = write_config(tmp_path, '[score]\ntasks = ["news"]\nlabel_encoders = ["hf:nobody/encoder"]\n')
+    lines = problem_lines(check(hubindex, config))
+    assert len(lines) == 1, lines
+    assert "[score] label_encoders: no checkpoint 'hf:nobody/encoder' in the catalog; crawl it first" in lines[0]
+
+
 def test_registered_tasks_pass(hubindex: Any, tmp_path: Path) -> None:
     add_news_task(hubindex, tmp_path)
     add_news_task(hubindex, tmp_path, "news-again")

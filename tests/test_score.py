@@ -14,7 +14,15 @@ from hubindex import hookimpl
 from hubindex.index import Index
 from hubindex.plugins import pm
 from hubindex.store import EmbeddingStore
-from hubindex.types import NEEDS_HEAD, NEEDS_HELD_OUT, Metric, MetricInput
+from hubindex.types import (
+    NEEDS_HEAD,
+    NEEDS_HELD_OUT,
+    NEEDS_LABEL_EMBEDDINGS,
+    TARGET_CLASSIFICATION,
+    TARGET_MULTI_LABEL,
+    Metric,
+    MetricInput,
+)
 
 ORG = "hf:hubindex-zoo/"
 LITE0 = ORG + "tf_efficientnet_lite0.in1k"
@@ -250,3 +258,119 @@ def test_checkpoint_that_cannot_load_is_recorded(scored: dict[str, Any], tmp_pat
             "SELECT checkpoint_id FROM checkpoints WHERE local_path = ?", [str(copy)]).fetchone()[0]
     result = run("score", "--task", "digits", broken_id, LITE0, "--metric", "knn")
     assert result.exit_code == 0 and "1 failed" in result.stderr and "load-error" in result.stderr
+
+
+# ------------------------------------------------------------------------------------ target kinds
+
+
+class LabelEmbeddingShape(Metric):
+    """The width of the first label encoder's class-name embeddings; records what it was given."""
+
+    name = "test-label-width"
+    needs = frozenset({NEEDS_LABEL_EMBEDDINGS})
+    targets = frozenset({TARGET_CLASSIFICATION, TARGET_MULTI_LABEL})
+    seen: list[tuple[tuple[int, int], ...]] = []
+
+    def score(self, data: MetricInput) -> float:
+        LabelEmbeddingShape.seen.append(tuple(m.shape for m in data.label_embeddings))
+        return float(data.label_embeddings[0].shape[1])
+
+
+@pytest.fixture(scope="module")
+def target_tasks(scored: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A multi-label and a regression text task on the same BBC articles as `bbc`."""
+    from hubindex_plugins.zoo import read_bbc_news
+
+    data = tmp_path_factory.mktemp("target-data")
+    topics, texts, labels = read_bbc_news()
+    chosen = [i for topic in range(3) for i in [j for j, label in enumerate(labels) if label == topic][:15]]
+    lengths = np.array([len(texts[i].split()) for i in chosen], dtype=np.float64)
+    rows = ["text,tags,words"]
+    for i, length in zip(chosen, lengths):
+        tags = [topics[labels[i]]] + (["long"] if length > np.median(lengths) else [])
+        text = " ".join(texts[i].split()[:40]).replace('"', "'")
+        rows.append(f'"{text}",{"|".join(tags)},{np.log(length):.6f}')
+    (data / "bbc.csv").write_text("\n".join(rows) + "\n")
+    run = scored["run"]
+    tagged = run("task", "add", "bbc-tags", "--csv", str(data / "bbc.csv"), "--text-col", "text",
+                 "--label-col", "tags", "--target", "multi-label")
+    assert tagged.exit_code == 0, tagged.stderr
+    assert "45 text examples, 4 classes (multi-label)" in tagged.stdout
+    sized = run("task", "add", "bbc-length", "--csv", str(data / "bbc.csv"), "--text-col", "text",
+                "--label-col", "words", "--target", "regression")
+    assert sized.exit_code == 0, sized.stderr
+    assert "1 target values" in sized.stdout
+    return {"lengths": np.log(lengths)}
+
+
+def test_task_list_says_what_each_task_predicts(scored: dict[str, Any], target_tasks: dict[str, Any]) -> None:
+    listed = {row["task"]: row for row in json.loads(scored["run"]("task", "list", "--format", "json").stdout)}
+    assert (listed["bbc"]["target"], listed["bbc-tags"]["target"], listed["bbc-length"]["target"]) == (
+        "classification", "multi-label", "regression")
+    assert listed["bbc-tags"]["n_classes"] == 4 and listed["bbc-length"]["n_classes"] == 0
+    from hubindex.tasks import load_task
+
+    with scored["index"].open_catalog(read_only=True) as catalog:
+        tags = load_task(scored["index"], catalog, "bbc-tags")
+        length = load_task(scored["index"], catalog, "bbc-length")
+    assert tags.classes == ["business", "entertainment", "long", "politics"]
+    assert tags.labels.shape == (45, 4) and set(tags.labels.sum(axis=1)) == {1, 2}
+    assert np.allclose(length.labels[:, 0], target_tasks["lengths"], atol=1e-6)
+    assert (~length.train).sum() == 9  # 20% of 45, a plain seeded shuffle
+
+
+def test_metrics_score_only_the_targets_they_define(scored: dict[str, Any], target_tasks: dict[str, Any]) -> None:
+    run, index = scored["run"], scored["index"]
+    for task in ("bbc-tags", "bbc-length"):
+        result = run("score", "--task", task, MINILM, ORG + "all-MiniLM-L6-v2-random-init",
+                     "--metric", "logme", "--metric", "knn")
+        assert result.exit_code == 0, result.stderr
+        assert f"knn scores classification tasks, not {'multi-label' if task == 'bbc-tags' else 'regression'}" \
+            in result.stderr
+        found = scores(index, task)
+        assert set(found) == {(MINILM, "logme"), (ORG + "all-MiniLM-L6-v2-random-init", "logme")}
+        # The pretrained encoder explains topics (and topic-linked length) better than random weights.
+        assert found[(MINILM, "logme")] > found[(ORG + "all-MiniLM-L6-v2-random-init", "logme")]
+    # The stored LogME of the regression task is LogME of the stored features against the values.
+    from hubindex_plugins.metrics import logme_fit
+
+    with index.open_catalog(read_only=True) as catalog:
+        from hubindex.tasks import load_task
+
+        length = load_task(index, catalog, "bbc-length")
+    features = stored_features(index, MINILM, "bbc-length").astype(np.float64)
+    values = length.labels[length.train]
+    expected = logme_fit(features[length.train], values - values.mean(axis=0)).score
+    assert scores(index, "bbc-length")[(MINILM, "logme")] == pytest.approx(expected, rel=1e-9)
+    # The target kind changes the labels, not what the checkpoint sees: the same articles, the same features.
+    assert np.array_equal(stored_features(index, MINILM, "bbc-length"), stored_features(index, MINILM, "bbc-tags"))
+
+
+def test_label_encoders_embed_the_class_names(scored: dict[str, Any], target_tasks: dict[str, Any]) -> None:
+    run, index = scored["run"], scored["index"]
+    pm.register(type("LabelMetric", (), {"register_metrics": staticmethod(
+        hookimpl(lambda register: register(LabelEmbeddingShape)))}), name="test-label-metric")
+    try:
+        missing = run("score", "--task", "bbc", MINILM, "--metric", "test-label-width")
+        assert missing.exit_code == 4
+        assert "needs embeddings of the class names: score with --label-encoder CHECKPOINT" in missing.stderr
+        LabelEmbeddingShape.seen.clear()
+        given = run("score", "--task", "bbc-tags", MINILM, "--metric", "test-label-width",
+                    "--label-encoder", MINILM, "--label-encoder", MINILM + "-first3")
+        assert given.exit_code == 0, given.stderr
+        assert LabelEmbeddingShape.seen == [((4, 384), (4, 384))]
+        assert scores(index, "bbc-tags")[(MINILM, "test-label-width")] == 384.0
+        again = run("score", "--task", "bbc-tags", MINILM, "--metric", "test-label-width",
+                    "--label-encoder", MINILM, "--label-encoder", MINILM + "-first3")
+        assert "1 up to date" in again.stderr and len(LabelEmbeddingShape.seen) == 1
+        # Other label encoders are other inputs: the score is computed again.
+        other = run("score", "--task", "bbc-tags", MINILM, "--metric", "test-label-width", "--label-encoder", MINILM)
+        assert "1 scores computed" in other.stderr and LabelEmbeddingShape.seen[-1] == ((4, 384),)
+        unknown = run("score", "--task", "bbc-tags", MINILM, "--metric", "test-label-width",
+                      "--label-encoder", "hf:nobody/nothing")
+        assert "--label-encoder 'hf:nobody/nothing': no such checkpoint in the catalog" in \
+            assert_one_line_error(unknown)
+        image = run("score", "--task", "bbc-tags", MINILM, "--metric", "test-label-width", "--label-encoder", LITE0)
+        assert "no text probe takes this checkpoint" in assert_one_line_error(image)
+    finally:
+        pm.unregister(name="test-label-metric")

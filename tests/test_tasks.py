@@ -10,7 +10,8 @@ import pytest
 from conftest import assert_one_line_error, catalog_snapshot
 
 from hubindex.index import Index
-from hubindex.tasks import encode_labels, load_task, stratified_split
+from hubindex.task_targets import encode_labels, stratified_split
+from hubindex.tasks import load_task
 
 
 def write_images(folder: Path, classes: dict[str, int], size: int = 12) -> None:

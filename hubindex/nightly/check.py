@@ -110,6 +110,11 @@ def _task_problems(catalog: Catalog, config: NightlyConfig) -> Iterator[str]:
     for name in [*settings.reference_tasks, *settings.reference_tasks.values()]:
         if name not in known:
             yield f"[score] reference_tasks: {_no_task(name, known)}"
+    found = {row["checkpoint_id"] for row in catalog.checkpoint_rows(list(settings.label_encoders))}
+    for encoder in settings.label_encoders:
+        if encoder not in found:
+            yield (f"[score] label_encoders: no checkpoint {encoder!r} in the catalog; crawl it first "
+                   "(a text checkpoint that embeds the class names) or remove it")
 
 
 def _no_task(name: str, known: set[str]) -> str:

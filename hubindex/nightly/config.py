@@ -146,6 +146,7 @@ class ScoreSettings(Section):
     metrics: Texts = ()  # (): every installed metric
     where: Text | None = None  # None: the probe stage's
     reference_tasks: TaskPairs = Field(default_factory=dict)
+    label_encoders: Texts = ()  # text checkpoints that embed class names (metrics that need label embeddings)
     max_checkpoints: PositiveInt | None = None  # embedded per night, over all tasks; the rest wait
     batch_size: PositiveInt | None = None
 

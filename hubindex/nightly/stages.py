@@ -301,7 +301,8 @@ class Run:
         settings = self.config.score
         return run_score(self.index, task, settings.metrics, checkpoint_ids=[t.checkpoint_id for t in chunk],
                          reference_task=settings.reference_tasks.get(task), device=self.config.executor.device,
-                         batch_size=settings.batch_size, show_progress=False, executor=self.executor)
+                         batch_size=settings.batch_size, show_progress=False, executor=self.executor,
+                         label_encoders=settings.label_encoders)
 
 
 def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
