@@ -234,6 +234,7 @@ class TaskRelatedness(Metric):
     description = "task-relatedness to a reference task: reference loss + label and feature mismatch (lower is better)"
     higher_is_better = False
     needs = frozenset({NEEDS_REFERENCE})
+    imports = ("scipy.optimize", "sklearn.linear_model", "sklearn.pipeline", "sklearn.preprocessing")
 
     def score(self, data: MetricInput) -> float:
         return float(relatedness(data).value)
