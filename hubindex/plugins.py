@@ -29,6 +29,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "hubindex_plugins.probe_image",
     "hubindex_plugins.probe_vision",
     "hubindex_plugins.metrics",
+    "hubindex_plugins.metric_nleep",
     "hubindex_plugins.metric_task_relatedness",
     "hubindex_plugins.metrics_discriminant",
     "hubindex_plugins.metrics_information",

@@ -35,27 +35,9 @@ leep - LEEP (Nguyen et al., "LEEP: A New Measure to Evaluate Transferability of 
     LEEP <= 0, and 0 exactly when a one-hot head determines the label. A source class that no
     train row gives any probability has P(. | z) = 0 (it carries no mass in any row).
 
-nleep - N-LEEP (Li et al., CVPR 2021): LEEP with theta(x) replaced by the posterior of a Gaussian
-    mixture fitted to the train features after PCA keeping 80% of the variance (PCA fitted on the
-    train rows), with K = 5 x C components; it needs no classification head.
-    * Covariance type: diagonal. The paper's text, as far as it could be checked, does not name
-      one; public re-implementations (google-research `stable_transfer`, TencentARC SFDA) call scikit-learn
-      with its default, full covariances. At the PCA dimension p (often hundreds) and K = 5C
-      components, full covariances have K p (p + 1) / 2 parameters - far more than the n train
-      rows; each component sees about n / 5C rows, fewer than p, so its covariance is singular,
-      held up only by `reg_covar`, the posteriors collapse to one-hot and EM costs O(n K p^2)
-      per iteration (minutes at p ~ 1,000). Diagonal covariances are estimable from that many
-      rows and keep the posterior soft, which is the calibrated "head" N-LEEP stands for.
-    * PCA: scikit-learn's, on the train rows; eigenvectors of the covariance ("covariance_eigh")
-      when n >= d, else the SVD of the centred rows ("full").
-    * The mixture is seeded with `data.seed` (k-means initialisation, scikit-learn's default),
-      at most 1,000 EM iterations, tol 1e-3 (scikit-learn's, on the per-row lower bound); one
-      that does not converge gives a RuntimeWarning. `reg_covar` is 1e-6 times the mean
-      per-dimension variance of the PCA scores (scikit-learn's default is an absolute 1e-6), so
-      that N-LEEP does not depend on the checkpoint's feature scale.
-    * Few rows: K = 5C needs about two train rows per component, so K = C x min(5, floor(n / 2C));
-      with fewer than 2C train rows the metric is not applicable. (With a component per row the
-      posterior is one-hot and N-LEEP tends to its maximum 0 whatever the features.)
+nleep - N-LEEP (Li et al., "Ranking Neural Checkpoints", CVPR 2021): LEEP with a Gaussian mixture
+    fitted to the features in place of the head; in hubindex_plugins.metric_nleep (its settings,
+    and why version 2 differs from version 1, are in that module's docstring).
 
 logme - LogME (You et al., "LogME: Practical Assessment of Pre-trained Models for Transfer
     Learning", ICML 2021). For each class k, a Bayesian linear model of the 0/1 target
@@ -79,6 +61,14 @@ logme - LogME (You et al., "LogME: Practical Assessment of Pre-trained Models fo
     space of F comes from the residual y - U U^T y, not from |y|^2 - |U^T y|^2, whose rounding
     beta would magnify.) Features are used as given: the reference implementation does not
     centre or scale them (it only casts to float64), and neither does this one.
+    Targets: for classification the one-hot columns of the C classes; for multi-label the 0/1
+    column of each class; for regression each target column centred on the train rows. The
+    reference's `fit_regression` takes targets as given; the model y = F w + e has no intercept,
+    so an offset in the targets (a mean log word count of 5.8, say) is explained best by features
+    with a large common component, whatever they know: on such a task the random-init MiniLM of
+    the zoo scored -0.54 and the pretrained one -2.55 uncentred, -0.45 and -0.41 centred
+    (tests/test_score.py). Scaling a target shifts every checkpoint's score by the same -log s,
+    so it is left as given. The score is the mean of L_k / n over the columns in every case.
 
 hscore - H-score (Bao et al., "An Information-Theoretic Approach to Transferability in Task
     Transfer Learning", ICIP 2019): tr( cov(f)^+ cov(E[f | y]) ), with the Moore-Penrose
@@ -116,6 +106,9 @@ from hubindex.types import (
     NEEDS_HEAD,
     NEEDS_HELD_OUT,
     PROBABILITY_TOLERANCE,
+    TARGET_CLASSIFICATION,
+    TARGET_KINDS,
+    TARGET_REGRESSION,
     Metric,
     MetricInput,
     MetricNotApplicable,
@@ -126,14 +119,6 @@ from hubindex.types import (
 PROBE_C = 1.0
 PROBE_TOL = 1e-6
 PROBE_MAX_ITER = 10_000
-
-# N-LEEP
-NLEEP_VARIANCE = 0.8
-NLEEP_COMPONENTS_PER_CLASS = 5
-NLEEP_ROWS_PER_COMPONENT = 2
-NLEEP_COVARIANCE = "diag"
-NLEEP_MAX_ITER = 1_000
-NLEEP_REG_COVAR = 1e-6  # relative to the mean variance of the PCA scores
 
 # LogME fixed point
 LOGME_RTOL = 1e-10
@@ -186,6 +171,27 @@ def split_rows(data: MetricInput, metric: str) -> tuple[np.ndarray, np.ndarray, 
     if train.all():
         raise MetricNotApplicable(f"{metric}: needs held-out rows to evaluate on; every row is a train row")
     return features[train], labels[train], features[~train], labels[~train]
+
+
+def target_rows(data: MetricInput, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """(train features, train targets (n_train, t)) as float64 for a multi-label or regression task."""
+    features = np.asarray(data.features)
+    values = np.asarray(data.labels)
+    train = np.asarray(data.train)
+    if features.ndim != 2 or features.dtype.kind not in "fiu":
+        raise ValueError(f"{metric}: features must be a real (n, d) matrix, got {features.dtype} {features.shape}")
+    n = features.shape[0]
+    if values.ndim != 2 or len(values) != n or values.dtype.kind not in "biuf":
+        raise ValueError(f"{metric}: {data.target} labels must be a numeric ({n}, t) matrix, got "
+                         f"{values.dtype} {values.shape}")
+    if train.shape != (n,) or train.dtype != bool:
+        raise ValueError(f"{metric}: train must be a boolean mask of {n} rows, got {train.dtype} {train.shape}")
+    values = values[train].astype(np.float64)
+    if not np.isfinite(values).all():
+        raise ValueError(f"{metric}: the targets hold NaN or infinite values")
+    if len(values) < 2:
+        raise MetricNotApplicable(f"{metric}: needs at least 2 train rows, the task has {len(values)}")
+    return features[train].astype(np.float64), values
 
 
 def checked_head(data: MetricInput, metric: str) -> np.ndarray:
@@ -252,16 +258,6 @@ def fit_logistic(features: np.ndarray, labels: np.ndarray, metric: str) -> Any:
                       f"{iterations} of at most {PROBE_MAX_ITER} iterations); the score is the last iterate's",
                       RuntimeWarning, stacklevel=3)
     return model
-
-
-def nleep_components(n_train: int, n_classes: int) -> int:
-    """Number of mixture components: 5C, fewer (a multiple of C) when there are under 2 rows per component."""
-    per_class = min(NLEEP_COMPONENTS_PER_CLASS, n_train // (NLEEP_ROWS_PER_COMPONENT * n_classes))
-    if per_class < 1:
-        raise MetricNotApplicable(
-            f"nleep: needs at least {NLEEP_ROWS_PER_COMPONENT * n_classes} train rows for {n_classes} classes "
-            f"({NLEEP_ROWS_PER_COMPONENT} per mixture component), got {n_train}")
-    return per_class * n_classes
 
 
 def svd(features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -380,6 +376,7 @@ class LinearProbe(Metric):
     version = "1"
     description = "linear probe: held-out accuracy of a converged logistic regression"
     needs = frozenset({NEEDS_HELD_OUT})
+    imports = ("sklearn.linear_model", "sklearn.pipeline", "sklearn.preprocessing")
 
     def score(self, data: MetricInput) -> float:
         x_train, y_train, x_test, y_test = split_rows(data, self.name)
@@ -394,6 +391,7 @@ class NearestNeighbour(Metric):
     version = "1"
     description = "1-nearest-neighbour held-out accuracy (Euclidean, FAISS)"
     needs = frozenset({NEEDS_HELD_OUT})
+    imports = ("faiss",)
 
     def score(self, data: MetricInput) -> float:
         import faiss
@@ -418,49 +416,20 @@ class Leep(Metric):
         return leep(checked_head(data, self.name), labels, n_classes)
 
 
-class NLeep(Metric):
-    """LEEP with a seeded Gaussian mixture on PCA features in place of the head."""
-
-    name = "nleep"
-    version = "1"
-    description = "N-LEEP: LEEP with a Gaussian mixture posterior (PCA 80%, 5 x C components) as head"
-
-    def score(self, data: MetricInput) -> float:
-        from sklearn.decomposition import PCA
-        from sklearn.exceptions import ConvergenceWarning
-        from sklearn.mixture import GaussianMixture
-
-        features, labels, n_classes = train_rows(data, self.name)
-        n_components = nleep_components(len(labels), n_classes)
-        if not np.any(features.var(axis=0) > 0):
-            raise MetricNotApplicable(f"{self.name}: the train features are constant")
-        # Eigenvectors of the d x d covariance are much cheaper than an SVD of the rows when n >= d.
-        solver = "covariance_eigh" if features.shape[0] >= features.shape[1] else "full"
-        scores = PCA(n_components=NLEEP_VARIANCE, svd_solver=solver).fit_transform(features)
-        mixture = GaussianMixture(
-            n_components=n_components,
-            covariance_type=NLEEP_COVARIANCE,
-            reg_covar=NLEEP_REG_COVAR * float(scores.var(axis=0).mean()),
-            max_iter=NLEEP_MAX_ITER,
-            random_state=data.seed,
-        )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)  # reported below, with the metric's name
-            mixture.fit(scores)
-        if not mixture.converged_:
-            warnings.warn(f"{self.name}: the Gaussian mixture did not converge in {NLEEP_MAX_ITER} EM iterations; "
-                          "the score uses the last iterate", RuntimeWarning, stacklevel=2)
-        return leep(mixture.predict_proba(scores), labels, n_classes)
-
-
 class LogME(Metric):
-    """Mean over classes of the maximised log evidence of a Bayesian linear model, per row."""
+    """Mean over target columns of the maximised log evidence of a Bayesian linear model, per row."""
 
     name = "logme"
     version = "1"
-    description = "LogME: maximised log evidence of a Bayesian linear model, averaged over classes, per row"
+    description = "LogME: maximised log evidence of a Bayesian linear model, averaged over target columns, per row"
+    targets = frozenset(TARGET_KINDS)
 
     def score(self, data: MetricInput) -> float:
+        if data.target != TARGET_CLASSIFICATION:
+            features, values = target_rows(data, self.name)
+            if data.target == TARGET_REGRESSION:
+                values = values - values.mean(axis=0)  # the model has no intercept (see the docstring)
+            return logme_fit(features, values).score
         features, labels, n_classes = train_rows(data, self.name)
         targets = np.zeros((len(labels), n_classes))
         targets[np.arange(len(labels)), labels] = 1.0
@@ -485,6 +454,7 @@ class ShrinkageHScore(Metric):
     name = "hscore-shrinkage"
     version = "1"
     description = "shrinkage H-score: Ledoit-Wolf covariance, for d large relative to n"
+    imports = ("sklearn.covariance",)
 
     def score(self, data: MetricInput) -> float:
         features, labels, n_classes = train_rows(data, self.name)
@@ -505,7 +475,7 @@ class Nce(Metric):
         return negative_conditional_entropy(source, labels)
 
 
-METRICS: tuple[type[Metric], ...] = (LinearProbe, NearestNeighbour, Leep, NLeep, LogME, HScore, ShrinkageHScore, Nce)
+METRICS: tuple[type[Metric], ...] = (LinearProbe, NearestNeighbour, Leep, LogME, HScore, ShrinkageHScore, Nce)
 
 
 @hookimpl
