@@ -147,6 +147,8 @@ class Catalog:
                 continue
             with self.transaction():
                 self.conn.execute(migration.sql)
+                if migration.after is not None:
+                    migration.after(self.conn)
                 self.conn.execute(
                     "INSERT INTO schema_migrations VALUES (?, ?, ?)",
                     [migration.version, migration.name, utcnow()],

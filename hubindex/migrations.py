@@ -6,6 +6,11 @@ Never edit a migration that has shipped: add a new one. Each runs in its own tra
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
+
+import duckdb
+
+import hubindex.lineage_closure as lineage_closure  # noqa: PLR0402 - `from hubindex import` counts as importing the package (tests/test_layout.py)
 
 
 @dataclass(frozen=True)
@@ -13,6 +18,8 @@ class Migration:
     version: int
     name: str
     sql: str
+    # Run after `sql`, in the same transaction: derived data that SQL alone cannot build.
+    after: Callable[[duckdb.DuckDBPyConnection], object] | None = None
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -394,6 +401,77 @@ MIGRATIONS: tuple[Migration, ...] = (
         ALTER TABLE tasks ADD COLUMN IF NOT EXISTS target VARCHAR DEFAULT 'classification';
         UPDATE tasks SET target = 'classification' WHERE target IS NULL;
         """,
+    ),
+    Migration(
+        10,
+        "checkpoint lineage: typed parent edges and their closure",
+        """
+        -- One row per (child, parent, evidence): a parent of a checkpoint as one kind of evidence
+        -- states it (card, adapter-config, config, timm-tag, manifest: declared) or recovers it
+        -- (weights, kappa). `parent` is a checkpoint id when the name resolves to one (it need not be
+        -- crawled yet), else the name as written with parent_resolved false.
+        CREATE TABLE lineage (
+            child           VARCHAR NOT NULL,
+            parent          VARCHAR NOT NULL,
+            parent_resolved BOOLEAN NOT NULL,
+            relation        VARCHAR NOT NULL,      -- finetune | adapter | quantized | merge | distillation | unknown
+            evidence        VARCHAR NOT NULL,
+            confidence      DOUBLE NOT NULL,
+            declared        BOOLEAN NOT NULL,
+            detail          VARCHAR,
+            seen_at         TIMESTAMP NOT NULL,
+            PRIMARY KEY (child, parent, evidence)
+        );
+        CREATE INDEX lineage_child ON lineage (child);
+        CREATE INDEX lineage_parent ON lineage (parent);
+
+        -- Derived from `lineage` (hubindex/lineage_closure.py): the edges the closure is built from,
+        -- and the closure itself (shortest depth). Single-column indexes: DuckDB scans an index only
+        -- for a filter on its one column, so 'descendants of X' and 'ancestors of Y' are lookups.
+        CREATE TABLE lineage_effective (
+            child           VARCHAR NOT NULL,
+            parent          VARCHAR NOT NULL,
+            in_closure      BOOLEAN,               -- false: on a cycle, left out of the closure
+            PRIMARY KEY (child, parent)
+        );
+        CREATE TABLE lineage_closure (
+            ancestor        VARCHAR NOT NULL,
+            descendant      VARCHAR NOT NULL,
+            depth           INTEGER NOT NULL,      -- edges on the shortest path
+            ancestor_is_root BOOLEAN NOT NULL,     -- the ancestor has no ancestor: 'the root of Y' is a lookup
+            PRIMARY KEY (ancestor, descendant)
+        );
+        CREATE INDEX lineage_closure_ancestor ON lineage_closure (ancestor);
+        CREATE INDEX lineage_closure_descendant ON lineage_closure (descendant);
+
+        -- Backfill: the base models cards named, as stored so far. They are Hub repo ids (both the Hub
+        -- and the local crawler read them from cards); the relation is the one the Hub's own
+        -- `base_model:<relation>:<id>` tag gives, else inferred as the Hub crawler does from what the
+        -- row keeps: several -> merge, a quantization tag -> quantized, peft -> adapter, else finetune.
+        INSERT INTO lineage
+        SELECT DISTINCT ON (child, name)
+            child,
+            CASE WHEN resolved THEN 'hf:' || name ELSE name END,
+            resolved,
+            coalesce(tagged, CASE
+                WHEN n_bases > 1 THEN 'merge'
+                WHEN list_has_any(tags, ['gguf', 'awq', 'gptq', 'bitsandbytes', '4-bit', '8-bit', 'exl2', 'hqq'])
+                    THEN 'quantized'
+                WHEN library_name = 'peft' OR list_contains(tags, 'peft') THEN 'adapter'
+                ELSE 'finetune' END),
+            'card', 1.0, true, 'card base_model (kept in checkpoints.base_models before lineage)', crawled_at
+        FROM (
+            SELECT *, regexp_full_match(name, '(?:[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/)?[A-Za-z0-9][A-Za-z0-9_.-]{0,95}')
+                      AND NOT contains(name, '..') AS resolved,
+                   (SELECT any_value(r) FROM unnest(['adapter', 'merge', 'quantized', 'finetune']) AS t(r)
+                    WHERE list_contains(tags, 'base_model:' || r || ':' || name)) AS tagged
+            FROM (SELECT checkpoint_id AS child, unnest(base_models) AS name, len(base_models) AS n_bases,
+                         coalesce(tags, []) AS tags, library_name, crawled_at
+                  FROM checkpoints WHERE len(base_models) > 0)
+            WHERE name IS NOT NULL AND name <> ''
+        );
+        """,
+        after=lineage_closure.rebuild,
     ),
 )
 

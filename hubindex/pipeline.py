@@ -13,6 +13,7 @@ from hubindex.catalog import Catalog
 from hubindex.errors import HubindexError, Interrupted
 from hubindex.index import Index
 from hubindex.interrupts import stop_on_signals, was_interrupted
+from hubindex.lineage import record_edge_sets
 from hubindex.types import CheckpointRecord, Crawler, CrawlFailure
 
 # A batch is committed when it holds this many records or is this old, whichever comes first:
@@ -96,6 +97,10 @@ class _Batcher:
                 self.records, source=self.crawler.name, owned_columns=self.crawler.owned_columns
             )
             self.failures += [CrawlFailure(cid, "bad-metadata", why) for cid, why in result.rejected]
+            rejected = {cid for cid, _ in result.rejected}
+            # The edges a record states go with its row: the same transaction, and not without it.
+            record_edge_sets(self.catalog, {r.checkpoint_id: r.edges for r in self.records
+                                            if r.edges is not None and r.checkpoint_id not in rejected})
             for failure in self.failures:
                 self.catalog.record_failure(run_id, "crawl", failure.subject, failure.kind, failure.message)
             failed_subjects = {f.subject for f in self.failures}

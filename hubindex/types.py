@@ -21,6 +21,8 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     import click
     import numpy as np
 
+    from hubindex.lineage import EdgeSet
+
 PLUGIN_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 
 
@@ -79,6 +81,9 @@ class CheckpointRecord:
     fetched: bool = False
     # Columns this record is the authority for; None means the crawler's owned_columns.
     owned_columns: frozenset[str] | None = None
+    # The parents the checkpoint's files state (hubindex.lineage), written with the row in one
+    # transaction; None leaves its stored lineage as it is.
+    edges: EdgeSet | None = None
 
 
 @dataclass

@@ -70,6 +70,10 @@ DEFAULT_MAX_TOTAL_WAIT_S = 900.0
 # reaches them is paced by their 429 answers, which hold every worker.
 DEFAULT_CONCURRENCY = 4
 MAX_CONCURRENCY = 64
+# adapter_config.json is read (from /resolve) only for repos that list it; real ones are ~1 KB.
+ADAPTER_CONFIG = "adapter_config.json"
+MAX_ADAPTER_CONFIG_BYTES = 256 * 1024
+COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
 # Listing items read ahead of the oldest unfinished model_info request; their events wait for it.
 MAX_READ_AHEAD = 1000
 MAX_BACKOFF_S = 8.0
@@ -372,15 +376,15 @@ class HubClient:
         """End the requests in progress at once, as failed (used when the crawl is interrupted)."""
         self._backend.abort()
 
-    def get_json(self, url: str, params: Any = None) -> tuple[Any, str, str | None]:
-        """GET url within --timeout and the size cap: (JSON answer, URL answered, next page URL or None)."""
+    def get_json(self, url: str, params: Any = None, max_bytes: int | None = None) -> tuple[Any, str, str | None]:
+        """GET url within --timeout and the size cap (or a smaller one): (JSON answer, URL answered, next page URL or None)."""
         import httpx2 as httpx
         from huggingface_hub.utils import hf_raise_for_status
 
         deadline = _REQUEST_DEADLINE.set(time.monotonic() + self.timeout_s)
         try:
             with self._http.stream("GET", url, params=params) as response:
-                body = _read_capped(response, self.max_bytes)
+                body = _read_capped(response, min(self.max_bytes, max_bytes or self.max_bytes))
         finally:
             _REQUEST_DEADLINE.reset(deadline)
         if response.status_code >= 400:
@@ -572,10 +576,19 @@ class Fetch:
 
 
 @dataclass
-class Outcome:
-    """What one model_info request came back with: the JSON or the error, and when (time.monotonic())."""
+class RepoAnswer:
+    """What the Hub answered for one repo: model_info's JSON, and its adapter_config.json if read."""
 
-    data: dict[str, Any] | None = None
+    info: dict[str, Any]
+    adapter_config: Any = None
+    adapter_read: bool = False  # whether an adapter_config.json the repo lists could be read
+
+
+@dataclass
+class Outcome:
+    """What one repo's requests came back with: the answers or the error, and when (time.monotonic())."""
+
+    data: RepoAnswer | None = None
     error: BaseException | None = None
     at: float = 0.0
 
@@ -600,7 +613,7 @@ class ModelInfoFetches:
     """
 
     def __init__(
-        self, get: Callable[[str], dict[str, Any]], retry: RetryPolicy, abort: Callable[[], None], workers: int
+        self, get: Callable[[str], RepoAnswer], retry: RetryPolicy, abort: Callable[[], None], workers: int
     ) -> None:
         self._get = get
         self._retry = retry
@@ -690,7 +703,7 @@ class ModelInfoFetches:
         queue.clear()
 
     def _request(self, repo_id: str) -> Outcome:
-        """One model_info request, on a worker thread; it never raises."""
+        """One repo's requests (model_info, maybe its adapter config), on a worker thread; it never raises."""
         self._retry.open.wait()
         if self._stopping.is_set():
             return Outcome(error=_Stopped(), at=time.monotonic())
@@ -931,7 +944,7 @@ class HfCrawler(Crawler):
             on_wait=ctx.progress.set_postfix_str,
         )
         fetches = ModelInfoFetches(
-            partial(self._get_model_info, client), retry, client.abort,
+            partial(self._get_repo, client), retry, client.abort,
             self.options.get("concurrency", DEFAULT_CONCURRENCY),
         )
         try:
@@ -1054,12 +1067,18 @@ class HfCrawler(Crawler):
         """A repo's full record from its model_info answer, checked as untrusted input."""
         from huggingface_hub.hf_api import ModelInfo
 
-        data = outcome.data or {}
+        from hubindex_plugins.lineage_declared import hub_edge_set  # it imports this module
+
+        answer = outcome.data or RepoAnswer({})
+        data = answer.info
         try:
-            card = data.get("cardData")
+            card = data.get("cardData") if isinstance(data.get("cardData"), dict) else {}
             info = ModelInfo(**{**data, "cardData": None})
-            columns = (
-                full_columns(info, card if isinstance(card, dict) else {}) if info.id == fetch.repo_id else None
+            columns = full_columns(info, card) if info.id == fetch.repo_id else None
+            files = [s.rfilename for s in info.siblings or [] if isinstance(s.rfilename, str)]
+            edges = hub_edge_set(
+                card, info.tags if isinstance(info.tags, list) else [], info.config, files, fetch.repo_id,
+                answer.adapter_config, answer.adapter_read, (columns or {}).get("base_models") or [],
             )
         except Exception as exc:  # malformed metadata from an untrusted source
             if fetch.listed is not None:
@@ -1069,7 +1088,34 @@ class HfCrawler(Crawler):
         if columns is None:
             yield _failure(fetch.checkpoint_id, "invalid-repo-id", f"model_info answered for {info.id!r}")
             return
-        yield CheckpointRecord(fetch.checkpoint_id, columns, fetched=True)
+        yield CheckpointRecord(fetch.checkpoint_id, columns, fetched=True, edges=edges)
+
+    @staticmethod
+    def _get_repo(client: HubClient, repo_id: str) -> RepoAnswer:
+        """model_info, then the repo's adapter_config.json when it lists one (an adapter's base model)."""
+        info = HfCrawler._get_model_info(client, repo_id)
+        siblings = info.get("siblings")
+        listed = isinstance(siblings, list) and any(
+            isinstance(s, dict) and s.get("rfilename") == ADAPTER_CONFIG for s in siblings)
+        if not listed:
+            return RepoAnswer(info)
+        sha = info.get("sha")
+        revision = sha if isinstance(sha, str) and COMMIT_SHA.fullmatch(sha) else "main"
+        try:
+            adapter_config, _, _ = client.get_json(
+                f"{client.endpoint}/{repo_id}/resolve/{revision}/{ADAPTER_CONFIG}", max_bytes=MAX_ADAPTER_CONFIG_BYTES)
+        except Exception as exc:
+            from huggingface_hub.errors import HfHubHTTPError
+
+            # Gated (403), gone (404), too large, not JSON: the card's edges still stand. An error
+            # worth retrying (429, 5xx, timeouts) retries the repo's requests as a whole.
+            refused = isinstance(exc, BadAnswer) or (
+                isinstance(exc, HfHubHTTPError) and exc.response is not None
+                and exc.response.status_code not in RETRY_STATUS)
+            if refused:
+                return RepoAnswer(info)
+            raise
+        return RepoAnswer(info, adapter_config, adapter_read=True)
 
     @staticmethod
     def _get_model_info(client: HubClient, repo_id: str) -> dict[str, Any]:

@@ -14,18 +14,22 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar, Iterable, Iterator
 
 import click
 
 from hubindex import hookimpl
 from hubindex.errors import UsageError
+from hubindex.lineage import EdgeSet
 from hubindex.types import CheckpointRecord, Crawler, CrawlEvent, CrawlFailure
 from hubindex_plugins.checkpoint_files import FolderListing, UntrustedContent, list_folder, printable
 from hubindex_plugins.crawl_hf import WEIGHT_SUFFIXES, valid_repo_id
+from hubindex_plugins.lineage_declared import ADAPTER_CONFIG, HUB_EVIDENCE, hub_edge_set, manifest_edges
 
 CONFIG_FILE = "config.json"
 CARD_FILE = "README.md"
+# Where `hubindex zoo build` says what a member was made from (plugins/zoo.py LINEAGE_FILE).
+MANIFEST_FILE = "hubindex_lineage.json"
 MAX_CARD_BYTES = 5 * 1024 * 1024
 HASH_CHUNK = 1 << 20
 # Stored tensors that are buffers, not parameters (BatchNorm statistics, BERT's position ids).
@@ -135,7 +139,7 @@ def content_sha(files: list[Path], listing: FolderListing) -> str:
 
 
 def read_card(listing: FolderListing) -> dict[str, Any]:
-    """Catalog columns from the model card's front matter (README.md): lineage, license, data."""
+    """The model card's front matter (README.md), {} without a readable one."""
     import yaml
     from huggingface_hub.repocard import REGEX_YAML_BLOCK
 
@@ -147,8 +151,11 @@ def read_card(listing: FolderListing) -> dict[str, Any]:
         card = yaml.safe_load(match.group(2)) if match else None
     except Exception:  # too large, not UTF-8, malformed or nested too deep: index the checkpoint without its card
         return {}
-    if not isinstance(card, dict):
-        return {}
+    return card if isinstance(card, dict) else {}
+
+
+def card_columns(card: dict[str, Any]) -> dict[str, Any]:
+    """Catalog columns from the model card's front matter: lineage, license, data."""
 
     def strings(value: Any) -> list[str] | None:
         values = [value] if isinstance(value, str) else value if isinstance(value, list) else []
@@ -168,9 +175,33 @@ def text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def describe_folder(listing: FolderListing, files: list[Path]) -> dict[str, Any]:
+def folder_edges(listing: FolderListing, config: dict[str, Any], card: dict[str, Any], repo_id: str | None,
+                 fill_only: Iterable[str] = ()) -> EdgeSet:
+    """The parents a checkpoint folder's files state: card, config.json, adapter_config.json, zoo manifest.
+
+    An adapter config or manifest that cannot be read (too large, not JSON) states nothing, and the
+    kind's stored edges stay; the folder is indexed all the same. Kinds in fill_only are only filled in.
+    """
+    read: dict[str, Any] = {}
+    for name in (ADAPTER_CONFIG, MANIFEST_FILE):
+        path = listing.top_level(name)
+        if path is not None:
+            try:
+                read[name] = listing.read_json(path)
+            except (UntrustedContent, OSError):
+                pass
+    top_level = [listing.name(p) for p in listing.files if p.parent == listing.folder]
+    edges = hub_edge_set(card, card_columns(card).get("tags") or [], config, top_level, repo_id or "",
+                         read.get(ADAPTER_CONFIG), ADAPTER_CONFIG in read)
+    manifest_read = MANIFEST_FILE in read or listing.top_level(MANIFEST_FILE) is None
+    kinds = edges.evidence | ({"manifest"} if manifest_read else set())
+    return EdgeSet.of([*edges.edges, *manifest_edges(read.get(MANIFEST_FILE))], kinds, fill_only)
+
+
+def describe_folder(listing: FolderListing, files: list[Path], config: dict[str, Any] | None = None,
+                    card: dict[str, Any] | None = None) -> dict[str, Any]:
     """Catalog columns read from a checkpoint folder: config, weight files and parameter counts."""
-    config = read_config(listing)
+    config = read_config(listing) if config is None else config
     is_timm = "architecture" in config and ("pretrained_cfg" in config or "num_features" in config)
     weights = []
     weight_paths = []
@@ -204,7 +235,7 @@ def describe_folder(listing: FolderListing, files: list[Path]) -> dict[str, Any]
     if not (isinstance(pretrained_cfg, dict) and storable_json(pretrained_cfg)):
         pretrained_cfg = None
     architectures = config.get("architectures") if not is_timm else [config.get("architecture")]
-    return read_card(listing) | {
+    return card_columns(read_card(listing) if card is None else card) | {
         "library_name": "timm" if is_timm else ("transformers" if "model_type" in config else None),
         "model_type": text(config.get("architecture") if is_timm else config.get("model_type")),
         "architectures": [str(a) for a in architectures] if isinstance(architectures, list) else None,
@@ -356,7 +387,10 @@ class LocalCrawler(Crawler):
             commit, snapshot = found
             try:
                 listing = list_folder(snapshot)
-                columns = describe_folder(listing, checkpoint_files(listing))
+                config, card = read_config(listing), read_card(listing)
+                columns = describe_folder(listing, checkpoint_files(listing), config, card)
+                # What the Hub states too only fills in: the Hub crawler's edges of the repo stay its own.
+                edges = folder_edges(listing, config, card, repo_id, fill_only=HUB_EVIDENCE)
             except Exception as exc:  # noqa: BLE001 - one repo's error is its failure, the crawl goes on
                 yield folder_failure(f"hf:{repo_id}", exc)
                 continue
@@ -367,7 +401,7 @@ class LocalCrawler(Crawler):
                 # Fills sha only for repos the Hub crawler has not seen; it never overwrites it.
                 "sha": commit,
             })
-            yield CheckpointRecord(f"hf:{repo_id}", columns)
+            yield CheckpointRecord(f"hf:{repo_id}", columns, edges=edges)
 
     def crawl_folder(self, folder: Path) -> Iterator[CrawlEvent]:
         checkpoint_id = f"local:{folder}"
@@ -379,12 +413,14 @@ class LocalCrawler(Crawler):
             listing = list_folder(folder)
             files = checkpoint_files(listing)
             sha = content_sha(files, listing)
-            columns = describe_folder(listing, files)
+            config, card = read_config(listing), read_card(listing)
+            columns = describe_folder(listing, files, config, card)
+            edges = folder_edges(listing, config, card, None)
         except Exception as exc:  # noqa: BLE001 - one folder's error is its failure, the crawl goes on
             yield folder_failure(checkpoint_id, exc)
             return
         columns.update({"repo_id": folder.name, "sha": sha, "local_path": str(folder), "local_sha": sha})
-        yield CheckpointRecord(checkpoint_id, columns, owned_columns=self.folder_owned)
+        yield CheckpointRecord(checkpoint_id, columns, owned_columns=self.folder_owned, edges=edges)
 
 
 @hookimpl

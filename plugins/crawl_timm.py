@@ -15,6 +15,7 @@ from hubindex import hookimpl
 from hubindex.errors import UsageError
 from hubindex.index import SHIPPED_TIMM_RESULTS
 from hubindex.types import CheckpointRecord, Crawler, CrawlEvent
+from hubindex_plugins.lineage_declared import timm_edge_set
 
 RESULTS_FILE = "results-imagenet.csv"
 METADATA_FILE = "model_metadata-in1k.csv"
@@ -128,6 +129,8 @@ class TimmCrawler(Crawler):
         timm = import_timm()
         upstream = load_upstream(results_dir, timm.models.get_deprecated_models())
         pattern = self.options.get("pattern")
+        # A tag's parent is looked up among all pretrained names, whatever --filter keeps.
+        registry = frozenset(timm.list_pretrained())
         names = timm.list_pretrained(pattern) if pattern else timm.list_pretrained()
         if self.options.get("limit"):
             names = names[: self.options["limit"]]
@@ -138,10 +141,12 @@ class TimmCrawler(Crawler):
             if architecture not in default_tags:
                 default_tags[architecture] = getattr(timm.models.get_pretrained_cfg(architecture), "tag", None)
             cfg = timm.models.get_pretrained_cfg(name).to_dict()
-            yield self.record(name, cfg, results, upstream, default_tag=cfg.get("tag") == default_tags[architecture])
+            yield self.record(name, cfg, results, upstream, default_tag=cfg.get("tag") == default_tags[architecture],
+                              registry=registry)
 
     def record(self, name: str, cfg: dict[str, Any], results: dict[str, list[dict[str, str]]],
-               upstream: dict[str, str], default_tag: bool = True) -> CheckpointRecord:
+               upstream: dict[str, str], default_tag: bool = True,
+               registry: frozenset[str] | None = None) -> CheckpointRecord:
         architecture, _, tag = name.partition(".")
         result = pick_result(results.get(name, []), cfg)
         num_classes = cfg.get("num_classes")
@@ -170,7 +175,8 @@ class TimmCrawler(Crawler):
             "hf_hub_id": cfg.get("hf_hub_id"),
             "pretrained_cfg": json.loads(cfg_json),
         }
-        return CheckpointRecord(f"timm:{name}", columns, fetched=False)
+        edges = timm_edge_set(name, registry) if registry is not None else None
+        return CheckpointRecord(f"timm:{name}", columns, fetched=False, edges=edges)
 
 
 @hookimpl

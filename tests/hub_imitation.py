@@ -13,6 +13,11 @@ It answers what `huggingface_hub` (2.x) sends, as the real client sees it (see s
   401 for private repos), GatedRepo (403 on /resolve), RevisionNotFound, EntryNotFound, and
   `X-Error-Message: Access to this resource is disabled.` (403) for disabled repos.
 
+Lineage as the Hub shows it: `add_repo` takes a card's `base_model` (one or a list) and
+`base_model_relation` (also put in the tags, `base_model:<relation>:<id>`), an `adapter_config`
+(served as adapter_config.json through /resolve, in the siblings) and a config `name_or_path`
+(`_name_or_path` in config.json and in model_info's config).
+
 Tests change its state (add, update, delete repos, change download counts), inject faults
 (429 with RateLimit or Retry-After, 5xx, slow answers, dropped connections, "everything fails after
 N model_info calls"), give every request of a kind a latency (`latency`, as the real Hub's
@@ -227,6 +232,9 @@ class HubImitation:
         license: str | None = "apache-2.0",
         datasets: list[str] | None = None,
         base_model: str | list[str] | None = None,
+        base_model_relation: str | None = None,
+        adapter_config: dict[str, Any] | None = None,
+        name_or_path: str | None = None,
         arxiv: list[str] | None = None,
         model_index: list[dict[str, Any]] | None = None,
         params: dict[str, int] | None = None,
@@ -240,7 +248,13 @@ class HubImitation:
         likes: int = 0,
         trending_score: int = 0,
     ) -> Repo:
-        """Create a repo with consistent tags, card data, config and files, like the Hub derives them."""
+        """Create a repo with consistent tags, card data, config and files, like the Hub derives them.
+
+        Lineage: `base_model` and `base_model_relation` go into the card (and the Hub's tags
+        `base_model:<id>`, plus `base_model:<relation>:<id>` when the relation is stated);
+        `adapter_config` makes an adapter repo (adapter_config.json and adapter weights instead of a
+        model); `name_or_path` is config.json's `_name_or_path`.
+        """
         with self._lock:
             if config is None:
                 config = {}
@@ -248,6 +262,8 @@ class HubImitation:
                     config["model_type"] = model_type
                 if architectures or model_type:
                     config["architectures"] = architectures or [f"{model_type.capitalize()}Model"]
+            if name_or_path is not None:
+                config = {**config, "_name_or_path": name_or_path}
             card: dict[str, Any] = {}
             if license:
                 card["license"] = license
@@ -255,18 +271,28 @@ class HubImitation:
                 card["datasets"] = list(datasets)
             if base_model:
                 card["base_model"] = base_model
+            if base_model_relation:
+                card["base_model_relation"] = base_model_relation
             if library_name:
                 card["library_name"] = library_name
             if pipeline_tag:
                 card["pipeline_tag"] = pipeline_tag
             if model_index is not None:
                 card["model-index"] = model_index
-            if files is None:
+            if files is None and adapter_config is not None:
+                files = {
+                    "adapter_config.json": json.dumps(adapter_config).encode(),
+                    "README.md": b"---\nlibrary_name: peft\n---\n# Adapter\n",
+                    "adapter_model.safetensors": hashlib.sha256(repo_id.encode()).digest() * 2,
+                }
+            elif files is None:
                 files = {
                     "config.json": json.dumps(config).encode(),
                     "README.md": b"---\nlicense: " + (license or "other").encode() + b"\n---\n# Model\n",
                     "model.safetensors": hashlib.sha256(repo_id.encode()).digest() * 4,
                 }
+            elif adapter_config is not None:
+                files = {**files, "adapter_config.json": json.dumps(adapter_config).encode()}
             files = {".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n", **files}
             tags: list[str] = []
             if library_name:
@@ -283,6 +309,8 @@ class HubImitation:
                 tags.append(f"license:{license}")
             for base in [base_model] if isinstance(base_model, str) else base_model or []:
                 tags.append(f"base_model:{base}")
+                if base_model_relation:
+                    tags.append(f"base_model:{base_model_relation}:{base}")
             tags += list(extra_tags or [])
             tags.append("region:us")
             now = self._tick()
