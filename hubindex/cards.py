@@ -1,7 +1,7 @@
 """A checkpoint's card: everything the catalog knows about one checkpoint, gathered read-only.
 
 Sections, in order: metadata (where it comes from, what it is, when it was crawled), license,
-size, lineage (parents named by its card's `base_model`, children naming it), the corpora it was
+size, lineage (its parents and children from the `lineage` table, hubindex.lineage_tree), the corpora it was
 probed on, its nearest neighbours by stored exact kappa (the CARD_NEIGHBORS highest per corpus,
 centred kappa at the checkpoint's current features; nothing is computed), its task scores, and
 its open failures. `hubindex show` renders it; nothing here writes.
@@ -72,7 +72,7 @@ def checkpoint_card(catalog: Catalog, name: str) -> dict[str, Any]:
         "license": row.get("license"),
         "size": {key: row.get(key) for key in SIZE_COLUMNS}
         | {"weight_bytes": sum(f["size"] or 0 for f in row["weight_files"]) if row.get("weight_files") else None},
-        "lineage": _lineage(catalog, row),
+        "lineage": _lineage(catalog, checkpoint_id),
         "probed": probed,
         "neighbors": _neighbors(catalog, checkpoint_id, probed),
         "task_scores": _rows(catalog, "SELECT task, metric, value, higher_is_better, metric_version, reference_task, "
@@ -85,24 +85,33 @@ def checkpoint_card(catalog: Catalog, name: str) -> dict[str, Any]:
     }
 
 
-def _lineage(catalog: Catalog, row: dict[str, Any]) -> dict[str, Any]:
-    """Parents: its base models, with the checkpoints that are them; children: checkpoints naming it as base."""
-    parents = []
-    for base in row.get("base_models") or []:
-        ids = [cid for (cid,) in catalog.conn.execute(
-            "SELECT checkpoint_id FROM checkpoints WHERE repo_id = ? OR checkpoint_id IN (?, 'hf:' || ?) "
-            "ORDER BY checkpoint_id", [base, base, base]).fetchall()]
-        parents.append({"base_model": base, "checkpoint_ids": ids})
-    names = sorted({n for n in (row.get("repo_id"), row["checkpoint_id"].removeprefix("hf:")) if n})
-    total, children = 0, []
-    if names:
-        condition = "list_has_any(base_models, ?::VARCHAR[]) AND checkpoint_id <> ?"
-        params = [names, row["checkpoint_id"]]
-        total = catalog.conn.execute(f"SELECT count(*) FROM checkpoints WHERE {condition}", params).fetchone()[0]
-        children = [cid for (cid,) in catalog.conn.execute(
-            f"SELECT checkpoint_id FROM checkpoints WHERE {condition} ORDER BY checkpoint_id LIMIT {CARD_CHILDREN}",
-            params).fetchall()]
-    return {"parents": parents, "children": children, "children_total": total}
+def _lineage(catalog: Catalog, checkpoint_id: str) -> dict[str, Any]:
+    """Parents: every stored edge of it, used or not; children: the effective edges to it (the first
+    CARD_CHILDREN, and how many); its roots and how many ancestors and descendants the closure has."""
+    from hubindex.lineage_tree import has_lineage, parent_pairs, sql_literal
+
+    found: dict[str, Any] = {"parents": [], "children": [], "children_total": 0, "roots": [],
+                             "ancestors_total": 0, "descendants_total": 0}
+    if not has_lineage(catalog):  # a read-only catalog from before lineage
+        return found
+    me = sql_literal(checkpoint_id)
+    parents = parent_pairs(catalog, f"SELECT {me}")
+    parents.sort(key=lambda p: (("closure", "cycle", "not used", "unresolved").index(p.status), p.parent))
+    children = [p for p in parent_pairs(catalog, f"SELECT child FROM lineage_effective WHERE parent = {me} "
+                                                 f"ORDER BY child LIMIT {CARD_CHILDREN}") if p.parent == checkpoint_id]
+    nodes = sorted({p.parent for p in parents} | {p.child for p in children})
+    known = {cid for (cid,) in catalog.conn.execute(
+        "SELECT checkpoint_id FROM checkpoints WHERE checkpoint_id IN (SELECT unnest(?::VARCHAR[]))", [nodes]).fetchall()}
+    found["parents"] = [p.record(p.parent, p.parent in known) for p in parents]
+    found["children"] = [p.record(p.child, p.child in known) for p in children]
+    found["children_total"], found["ancestors_total"], found["descendants_total"] = catalog.conn.execute(
+        f"SELECT (SELECT count(*) FROM lineage_effective WHERE parent = {me}), "
+        f"(SELECT count(*) FROM lineage_closure WHERE descendant = {me}), "
+        f"(SELECT count(*) FROM lineage_closure WHERE ancestor = {me})").fetchone()
+    found["roots"] = [cid for (cid,) in catalog.conn.execute(
+        f"SELECT ancestor FROM lineage_closure WHERE descendant = {me} AND ancestor_is_root "
+        "ORDER BY depth DESC, ancestor").fetchall()]
+    return found
 
 
 def _probed(catalog: Catalog, checkpoint_id: str) -> list[dict[str, Any]]:
@@ -145,10 +154,11 @@ def card_rows(card: dict[str, Any]) -> list[tuple[str, str, Any]]:
     rows += [("metadata", k, v) for k, v in card["metadata"].items() if v is not None]
     rows.append(("license", "license", card["license"]))
     rows += [("size", k, v) for k, v in card["size"].items() if v is not None]
-    for parent in card["lineage"]["parents"]:
-        rows.append(("lineage", "parent", parent["base_model"]))
-    rows += [("lineage", "child", cid) for cid in card["lineage"]["children"]]
-    rows.append(("lineage", "children_total", card["lineage"]["children_total"]))
+    lineage = card["lineage"]
+    rows += [("lineage", "root", cid) for cid in lineage["roots"]]
+    rows += [("lineage", "parent", parent) for parent in lineage["parents"]]
+    rows += [("lineage", "child", child) for child in lineage["children"]]
+    rows += [("lineage", key, lineage[key]) for key in ("children_total", "ancestors_total", "descendants_total")]
     for entry in card["probed"]:
         rows.append(("probed", entry["corpus"], {k: v for k, v in entry.items() if k != "corpus"}))
     for entry in card["neighbors"]:

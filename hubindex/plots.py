@@ -1,10 +1,16 @@
-"""Figures: the kappa heatmap with its ward-linkage dendrogram (Huang et al., Figure 1)."""
+"""Figures: the kappa heatmap with its ward-linkage dendrogram (Huang et al., Figure 1), and a
+checkpoint's family as a layered graph (`hubindex lineage --plot`)."""
 
 from __future__ import annotations
 
+from collections import defaultdict, deque
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from hubindex.lineage_tree import Family
 
 # The paper colours dendrogram clusters below this distance.
 COLOR_THRESHOLD = 0.9
@@ -44,4 +50,117 @@ def plot_kappa(ids: list[str], values: np.ndarray, out: Path, title: str = "kapp
     figure.colorbar(image, cax=colorbar, label="kappa")
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=120, bbox_inches="tight")
+    plt.close(figure)
+
+
+# Edge colours by relation (hubindex.lineage.RELATIONS); line style by evidence.
+RELATION_COLORS = {"finetune": "#1f77b4", "adapter": "#ff7f0e", "quantized": "#2ca02c", "merge": "#d62728",
+                   "distillation": "#9467bd", "unknown": "#7f7f7f"}
+ROLE_COLORS = {"checkpoint": "#f2b400", "ancestor": "#6b8fc2", "descendant": "#9fd49b", "family": "#e6e6e6"}
+# Nodes per row of the drawing: a wider layer (a base with many quantisations) wraps onto more rows.
+ROW_NODES = 12
+
+
+def layered_layout(nodes: list[str], edges: list[tuple[str, str]], row_nodes: int = ROW_NODES,
+                   ) -> dict[str, tuple[float, float]]:
+    """(x, y) of each node: y is minus its layer (the longest path down from a node without parents
+    among `edges`, (child, parent) pairs of an acyclic graph), x its place in the layer, each layer
+    ordered by its parents' mean x and wrapped onto rows of at most row_nodes."""
+    parents: dict[str, list[str]] = defaultdict(list)
+    children: dict[str, list[str]] = defaultdict(list)
+    known = set(nodes)
+    for child, parent in edges:
+        if child in known and parent in known and child != parent:
+            parents[child].append(parent)
+            children[parent].append(child)
+    waiting = {n: len(parents[n]) for n in nodes}
+    layer = {n: 0 for n in nodes}
+    queue = deque(n for n in nodes if waiting[n] == 0)
+    while queue:
+        node = queue.popleft()
+        for child in children[node]:
+            layer[child] = max(layer[child], layer[node] + 1)
+            waiting[child] -= 1
+            if waiting[child] == 0:
+                queue.append(child)
+    by_layer: dict[int, list[str]] = defaultdict(list)
+    for n in nodes:
+        by_layer[layer[n]].append(n)
+    position: dict[str, tuple[float, float]] = {}
+    row = 0
+    for level in sorted(by_layer):
+        def centre(n: str) -> tuple[float, str]:
+            xs = [position[p][0] for p in parents[n] if p in position]
+            return (sum(xs) / len(xs) if xs else 0.0, n)
+
+        ordered = sorted(by_layer[level], key=centre)
+        for start in range(0, len(ordered), row_nodes):
+            chunk = ordered[start:start + row_nodes]
+            for i, n in enumerate(chunk):
+                position[n] = (i - (len(chunk) - 1) / 2, -float(row))
+            row += 1
+    return position
+
+
+def plot_lineage(family: Family, out: Path) -> None:
+    """Write a PNG of the family: parents above children, edges coloured by relation, the checkpoint marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display needed
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    closure = [(e.child, e.parent) for e in family.edges if e.status == "closure"]
+    # A member attached only by a cycle (its partner's other half) is drawn below its partner.
+    placed = {child for child, _ in closure}
+    position = layered_layout(family.members, closure + [(e.child, e.parent) for e in family.edges
+                                                          if e.status == "cycle" and e.child not in placed])
+    columns = max(sum(1 for x, y in position.values() if y == row) for row in {y for _, y in position.values()})
+    rows = len({y for _, y in position.values()})
+    figure, ax = plt.subplots(figsize=(max(6.0, 1.6 * columns + 1.5), max(3.5, 1.1 * rows + 1.8)))
+    for edge in family.edges:
+        (x0, y0), (x1, y1) = position[edge.parent], position[edge.child]
+        style = ":" if edge.status == "cycle" else "-" if edge.primary.declared else "--"
+        ax.annotate("", xy=(x1, y1), xytext=(x0, y0), zorder=1, arrowprops={
+            "arrowstyle": "-|>", "color": RELATION_COLORS.get(edge.primary.relation, "#7f7f7f"), "linestyle": style,
+            "linewidth": 1.2, "shrinkA": 7, "shrinkB": 7, "mutation_scale": 9,
+            "connectionstyle": "arc3,rad=0.25" if edge.status == "cycle" else "arc3"})
+    for node in family.members:
+        x, y = position[node]
+        role = family.roles[node]
+        ax.scatter([x], [y], s=220 if role == "checkpoint" else 90, zorder=2,
+                   color=ROLE_COLORS[role] if node in family.in_catalog else "white",
+                   edgecolors="black" if role == "checkpoint" else ROLE_COLORS[role] if role != "family" else "#999999",
+                   linewidths=1.5 if node in family.in_catalog else 1.0,
+                   linestyle="-" if node in family.in_catalog else "--")
+        if family.hidden_children.get(node):
+            ax.annotate(f"+{family.hidden_children[node]:,}", (x, y), xytext=(7, 2), textcoords="offset points",
+                        fontsize=6, color="#666666", zorder=3)
+        ax.annotate(short_name(node, 28), (x, y), xytext=(0, -11), textcoords="offset points", ha="center",
+                    va="top", fontsize=6.5, fontweight="bold" if role == "checkpoint" else "normal", zorder=3,
+                    bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.8})
+    used = sorted({e.primary.relation for e in family.edges}, key=list(RELATION_COLORS).index)
+    handles = [Line2D([], [], color=RELATION_COLORS[r], label=r) for r in used]
+    handles += [Line2D([], [], color="black", linestyle=s, label=what) for s, what in
+                (("-", "declared"), ("--", "recovered"), (":", "on a cycle (not in the closure)"))
+                if any((":" if e.status == "cycle" else "-" if e.primary.declared else "--") == s for e in family.edges)]
+    handles += [Line2D([], [], marker="o", linestyle="", markerfacecolor=ROLE_COLORS[r], markeredgecolor="#666666",
+                       label=r) for r in ROLE_COLORS if r in family.roles.values()]
+    if family.hidden_children:
+        handles.append(Line2D([], [], linestyle="", label="+N  children not drawn"))
+    if set(family.members) - family.in_catalog:
+        handles.append(Line2D([], [], marker="o", linestyle="", markerfacecolor="white", markeredgecolor="#666666",
+                              label="not in the catalog"))
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)
+    shown = f"{len(family.members):,} of {family.total:,} members"
+    if family.left_out:
+        shown += f"; {family.left_out:,} left out, leaves and the farthest first"
+    ax.set_title(f"lineage of {short_name(family.checkpoint_id, 60)} ({shown})", fontsize=9)
+    xs = [x for x, _ in position.values()]
+    ys = [y for _, y in position.values()]
+    ax.set_xlim(min(xs) - 0.8, max(xs) + 0.8)
+    ax.set_ylim(min(ys) - 0.7, max(ys) + 0.5)
+    ax.set_axis_off()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=110, bbox_inches="tight")
     plt.close(figure)

@@ -13,6 +13,7 @@ from test_search import add_scores, read_only
 from hubindex.cards import CARD_NEIGHBORS
 from hubindex.catalog import utcnow
 from hubindex.index import Index
+from hubindex.lineage import Edge, EdgeSet, record_edge_sets
 from hubindex.types import CheckpointRecord
 
 NAMES = {"t:parent": "hf:org/base", "t:child": "hf:org/child", "t:cousin": "hf:org/cousin",
@@ -21,7 +22,7 @@ NAMES = {"t:parent": "hf:org/base", "t:child": "hf:org/child", "t:cousin": "hf:o
 
 @pytest.fixture
 def catalog(index: Index, hubindex: Any) -> Index:
-    """Five probed checkpoints with kappa, lineage (child and cousin name org/base), scores and a failure."""
+    """Five probed checkpoints with kappa, lineage (child, cousin and two fine-tunes name org/base), scores and a failure."""
     zoo = family()
     for name, features in zoo.items():
         register(index, NAMES[name], features)
@@ -35,6 +36,9 @@ def catalog(index: Index, hubindex: Any) -> Index:
     records += [CheckpointRecord(cid, {"repo_id": cid[3:], "sha": "1", **fields}) for cid, fields in extra.items()]
     with index.open_catalog() as catalog:
         catalog.upsert_checkpoints(records, source="test", owned_columns=())
+        # The edges their cards state, as the crawlers record them with the rows.
+        record_edge_sets(catalog, {r.checkpoint_id: EdgeSet.of([Edge("hf:org/base", "finetune", "card", 1.0)])
+                                   for r in records if r.columns.get("base_models")})
         catalog.conn.execute("INSERT INTO failures (stage, subject, kind, message, occurred_at) VALUES "
                              "('probe', 'hf:org/child', 'load-error', 'no weights', ?), "
                              "('probe', 'hf:org/child', 'old', 'fixed since', ?)", [utcnow(), utcnow()])
@@ -68,8 +72,11 @@ def test_card_as_json_holds_every_section(catalog: Index, hubindex: Any) -> None
     assert (meta["downloads"], meta["likes"], meta["sha"]) == (1234, 5, "1") and meta["crawled_at"]
     assert found["license"] == "apache-2.0"
     assert found["size"]["params_total"] == 86_000_000
-    assert found["lineage"]["parents"] == [{"base_model": "org/base", "checkpoint_ids": ["hf:org/base"]}]
+    assert found["lineage"]["parents"] == [{
+        "checkpoint_id": "hf:org/base", "relation": "finetune", "evidence": "card", "confidence": 1.0, "declared": True,
+        "status": "closure", "note": None, "other_evidence": [], "in_catalog": True}]
     assert found["lineage"]["children"] == [] and found["lineage"]["children_total"] == 0
+    assert (found["lineage"]["roots"], found["lineage"]["ancestors_total"]) == (["hf:org/base"], 1)
     (probed,) = found["probed"]
     assert (probed["corpus"], probed["corpus_hash"], probed["n_items"]) == ("toy-corpus", "f" * 64, 120)
     (neighbors,) = found["neighbors"]
@@ -85,8 +92,10 @@ def test_card_as_json_holds_every_section(catalog: Index, hubindex: Any) -> None
 def test_lineage_lists_children_and_a_repo_id_names_the_checkpoint(catalog: Index, hubindex: Any) -> None:
     found = card(hubindex, "org/base")  # the Hub repo id of hf:org/base
     assert found["checkpoint_id"] == "hf:org/base"
-    assert found["lineage"]["children"] == ["hf:org/child", "hf:org/cousin", "hf:org/fine-0", "hf:org/fine-1"]
+    assert [c["checkpoint_id"] for c in found["lineage"]["children"]] == [
+        "hf:org/child", "hf:org/cousin", "hf:org/fine-0", "hf:org/fine-1"]
     assert found["lineage"]["children_total"] == 4 and found["lineage"]["parents"] == []
+    assert (found["lineage"]["roots"], found["lineage"]["descendants_total"]) == ([], 4)
     unprobed = card(hubindex, "hf:org/fine-0")
     assert unprobed["probed"] == [] and unprobed["neighbors"] == [] and unprobed["task_scores"] == []
 
@@ -98,7 +107,7 @@ def test_card_as_a_table_reads_as_sections(catalog: Index, hubindex: Any) -> Non
     for heading in ("metadata", "license", "size", "lineage", "probed corpora",
                     "nearest neighbours (stored exact kappa)", "task scores", "open failures"):
         assert f"\n{heading}\n" in text, heading
-    assert "apache-2.0" in text and "86,000,000" in text and "parent  org/base  (hf:org/base)" in text
+    assert "apache-2.0" in text and "86,000,000" in text and "  parent    hf:org/base  finetune (card)\n" in text
     best, value = stored_top(catalog, "hf:org/child")[0]
     assert f"{best}" in text and f"{value:.4f}" in text
     assert "load-error" in text and "no weights" in text and "fixed since" not in text
@@ -111,7 +120,8 @@ def test_card_as_rows(catalog: Index, hubindex: Any) -> None:
     lines = csv_out.stdout.splitlines()
     assert lines[0] == "section,key,value" and "license,license,apache-2.0" in lines
     rows = [json.loads(line) for line in hubindex("show", "hf:org/child", "--format", "ndjson").stdout.splitlines()]
-    assert {"section": "lineage", "key": "parent", "value": "org/base"} in rows
+    (parent,) = [r["value"] for r in rows if (r["section"], r["key"]) == ("lineage", "parent")]
+    assert (parent["checkpoint_id"], parent["relation"], parent["evidence"]) == ("hf:org/base", "finetune", "card")
     assert {r["section"] for r in rows} >= {"metadata", "probed", "neighbors", "task_scores", "open_failures"}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 # isort: off
 import hubindex.cli.catalog_commands  # noqa: F401
 import hubindex.cli.show_command  # noqa: F401
+import hubindex.cli.lineage_command  # noqa: F401
 import hubindex.cli.collect_commands  # noqa: F401
 import hubindex.cli.relate_commands  # noqa: F401
 import hubindex.cli.task_commands  # noqa: F401

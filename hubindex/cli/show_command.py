@@ -10,6 +10,7 @@ import click
 from hubindex.cli.common import reading_catalog
 from hubindex.cli.root import cli
 from hubindex.index import Index
+from hubindex.lineage_tree import evidence_label, status_note
 from hubindex.output import emit_json, emit_rows, output_format
 
 
@@ -51,14 +52,25 @@ def render_card(card: dict[str, Any]) -> str:
     out += _section("size", size_lines, "unknown")
     lineage = card["lineage"]
     lines = []
-    for parent in lineage["parents"]:
-        known = ", ".join(parent["checkpoint_ids"]) or "not in the catalog"
-        lines.append(f"parent  {parent['base_model']}  ({known})")
-    lines += [f"child   {cid}" for cid in lineage["children"]]
+    if lineage["ancestors_total"] or lineage["descendants_total"]:
+        a, d = lineage["ancestors_total"], lineage["descendants_total"]
+        root = ", ".join(lineage["roots"]) or "itself"
+        lines.append(f"root      {root} ({a:,} ancestor{'s' * (a != 1)}, {d:,} descendant{'s' * (d != 1)}; "
+                     f"`hubindex lineage {card['checkpoint_id']}` shows them)")
+    for kind, edges in (("parent", lineage["parents"]), ("child", lineage["children"])):
+        for edge in edges:
+            line = f"{kind:<8}  {edge['checkpoint_id']}  " + evidence_label(
+                edge["relation"], edge["evidence"], edge["confidence"], edge["declared"], edge["other_evidence"])
+            note = status_note(edge["status"], edge["note"])
+            if note:
+                line += f"  {note}"
+            elif not edge["in_catalog"]:
+                line += "  (not in the catalog)"
+            lines.append(line)
     if lineage["children_total"] > len(lineage["children"]):
         lines.append(f"... {lineage['children_total'] - len(lineage['children']):,} more children "
-                     "(`hubindex sql` on checkpoints.base_models lists them)")
-    out += _section("lineage", lines, "no parent or child in the catalog")
+                     f"(`hubindex lineage {card['checkpoint_id']} --down --depth 1` lists them)")
+    out += _section("lineage", lines, "no parent or child known")
     out += _section("probed corpora", table(
         [[p["corpus"], p["corpus_hash"][:12], p["layer"], p["n_items"], p["n_kept"], p["dim"], p["probed_at"]]
          for p in card["probed"]], ["corpus", "hash", "layer", "items", "kept", "dim", "probed_at"])
