@@ -213,6 +213,21 @@ def _delete_where(table: str, condition: str) -> Callable[[Catalog], str]:
     return repair
 
 
+def _lineage_problems(catalog: Catalog) -> list[Problem]:
+    """The lineage closure must be what the `lineage` table implies (it is kept incrementally)."""
+    from hubindex.lineage import closure_drift, rebuild_closure
+
+    drift = closure_drift(catalog)
+    if not drift:
+        return []
+
+    def rebuild(catalog: Catalog) -> str:
+        return f"rebuilt the lineage closure from the lineage table ({rebuild_closure(catalog)} rows)"
+
+    return [Problem("catalog table lineage_closure", f"{drift} row(s) differ from what the lineage table implies",
+                    rebuild)]
+
+
 def check_index(index: Index, repair: bool = False) -> CheckReport:
     """Check the index folder; with repair, remove what can be recomputed. Problems are in the report."""
     report = CheckReport()
@@ -236,6 +251,7 @@ def check_index(index: Index, repair: bool = False) -> CheckReport:
         report.problems += _table_problems(catalog.conn, report)
         store_problems, in_use = _store_problems(catalog, index.root, report)
         report.problems += store_problems + _orphan_problems(catalog, index.root, in_use)
+        report.problems += _lineage_problems(catalog)
         if repair:
             for problem in report.problems:
                 if problem.repair is not None and problem.thing != "catalog":

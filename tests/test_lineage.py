@@ -425,3 +425,21 @@ def test_migration_backfills_lineage_from_base_models(index: Index) -> None:
         assert {r.checkpoint_id: r.depth for r in descendants(catalog, "hf:o/base")} == {
             "hf:o/ft": 1, "hf:o/q": 2, "hf:o/lora": 2, "hf:o/m": 2, "hf:o/tagged": 2}
         assert closure_drift(catalog) == 0
+
+
+def test_check_finds_a_closure_that_drifted_and_repair_rebuilds_it(hubindex: Any, index_dir: Path) -> None:
+    index = Index(index_dir)
+    with index.open_catalog() as catalog:
+        record_edges(catalog, "b", [Edge("a", "finetune", "card", 1.0)])
+        record_edges(catalog, "c", [Edge("b", "finetune", "card", 1.0)])
+    assert hubindex("check").exit_code == 0
+    with index.open_catalog() as catalog:  # as a crash between two writers could leave it, were they not one transaction
+        catalog.conn.execute("DELETE FROM lineage_closure WHERE ancestor = 'a' AND descendant = 'c'")
+    found = hubindex("check")
+    assert found.exit_code != 0 and "lineage_closure: 1 row(s) differ from what the lineage table implies" in \
+        found.stdout + found.stderr
+    repaired = hubindex("check", "--repair")
+    assert "rebuilt the lineage closure" in repaired.stdout + repaired.stderr
+    assert hubindex("check").exit_code == 0
+    with index.open_catalog(read_only=True) as catalog:
+        assert [r.checkpoint_id for r in descendants(catalog, "a")] == ["b", "c"]
