@@ -129,23 +129,30 @@ LOGME_MAX_ITER = 10_000
 # ------------------------------------------------------------------------------------ input checks
 
 
-def checked_features(data: MetricInput, metric: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """(features as float64, labels, C) after checking shapes, values and the train mask."""
+def features_and_train(data: MetricInput, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """(finite features as float64, the train mask) after checking their shapes."""
     features = np.asarray(data.features)
-    labels = np.asarray(data.labels)
     train = np.asarray(data.train)
     if features.ndim != 2 or features.dtype.kind not in "fiu":
         raise ValueError(f"{metric}: features must be a real (n, d) matrix, got {features.dtype} {features.shape}")
     n = features.shape[0]
-    if labels.shape != (n,) or labels.dtype.kind not in "iu":
-        raise ValueError(f"{metric}: labels must be {n} integer class indices, got {labels.dtype} {labels.shape}")
     if train.shape != (n,) or train.dtype != bool:
         raise ValueError(f"{metric}: train must be a boolean mask of {n} rows, got {train.dtype} {train.shape}")
-    if n and labels.min() < 0:
-        raise ValueError(f"{metric}: labels must be class indices 0..C-1 (found {labels.min()})")
     features = features.astype(np.float64, copy=False)
     if not np.isfinite(features).all():
         raise ValueError(f"{metric}: features hold NaN or infinite values")
+    return features, train
+
+
+def checked_features(data: MetricInput, metric: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """(features as float64, labels, C) after checking shapes, values and the train mask."""
+    features, train = features_and_train(data, metric)
+    labels = np.asarray(data.labels)
+    n = features.shape[0]
+    if labels.shape != (n,) or labels.dtype.kind not in "iu":
+        raise ValueError(f"{metric}: labels must be {n} integer class indices, got {labels.dtype} {labels.shape}")
+    if n and labels.min() < 0:
+        raise ValueError(f"{metric}: labels must be class indices 0..C-1 (found {labels.min()})")
     n_classes = data.n_classes
     if n_classes < 2:
         raise MetricNotApplicable(f"{metric}: needs at least 2 classes, the task has {n_classes}")
@@ -175,23 +182,18 @@ def split_rows(data: MetricInput, metric: str) -> tuple[np.ndarray, np.ndarray, 
 
 def target_rows(data: MetricInput, metric: str) -> tuple[np.ndarray, np.ndarray]:
     """(train features, train targets (n_train, t)) as float64 for a multi-label or regression task."""
-    features = np.asarray(data.features)
+    features, train = features_and_train(data, metric)
     values = np.asarray(data.labels)
-    train = np.asarray(data.train)
-    if features.ndim != 2 or features.dtype.kind not in "fiu":
-        raise ValueError(f"{metric}: features must be a real (n, d) matrix, got {features.dtype} {features.shape}")
     n = features.shape[0]
     if values.ndim != 2 or len(values) != n or values.dtype.kind not in "biuf":
         raise ValueError(f"{metric}: {data.target} labels must be a numeric ({n}, t) matrix, got "
                          f"{values.dtype} {values.shape}")
-    if train.shape != (n,) or train.dtype != bool:
-        raise ValueError(f"{metric}: train must be a boolean mask of {n} rows, got {train.dtype} {train.shape}")
     values = values[train].astype(np.float64)
     if not np.isfinite(values).all():
         raise ValueError(f"{metric}: the targets hold NaN or infinite values")
     if len(values) < 2:
         raise MetricNotApplicable(f"{metric}: needs at least 2 train rows, the task has {len(values)}")
-    return features[train].astype(np.float64), values
+    return features[train], values
 
 
 def checked_head(data: MetricInput, metric: str) -> np.ndarray:
