@@ -117,7 +117,7 @@ from hubindex.types import (
     MetricInput,
     MetricNotApplicable,
 )
-from hubindex_plugins.metrics import train_rows
+from hubindex_plugins.metrics import features_and_train, train_rows
 
 NAME = "emms"
 MISSING_EMBEDDINGS = f"{NAME}: needs label embeddings (score with --label-encoder CHECKPOINT)"
@@ -271,21 +271,6 @@ def emms_fit(features: np.ndarray, design: np.ndarray, embeddings: list[np.ndarr
 # ------------------------------------------------------------------------------------ inputs
 
 
-def _features_and_train(data: MetricInput) -> tuple[np.ndarray, np.ndarray]:
-    """(features as float64, train mask), checked (for tasks whose labels are not class indices)."""
-    features = np.asarray(data.features)
-    train = np.asarray(data.train)
-    if features.ndim != 2 or features.dtype.kind not in "fiu":
-        raise ValueError(f"{NAME}: features must be a real (n, d) matrix, got {features.dtype} {features.shape}")
-    n = features.shape[0]
-    if train.shape != (n,) or train.dtype != bool:
-        raise ValueError(f"{NAME}: train must be a boolean mask of {n} rows, got {train.dtype} {train.shape}")
-    features = features.astype(np.float64, copy=False)
-    if not np.isfinite(features).all():
-        raise ValueError(f"{NAME}: features hold NaN or infinite values")
-    return features, train
-
-
 def checked_embeddings(data: MetricInput, n_classes: int, exact: bool) -> list[np.ndarray]:
     """The label embeddings as float64 (C, e_k) matrices with at least (exactly) n_classes rows."""
     if not data.label_embeddings:
@@ -312,7 +297,7 @@ def emms_inputs(data: MetricInput) -> tuple[np.ndarray, np.ndarray, list[np.ndar
         design = np.zeros((len(labels), embeddings[0].shape[0]))
         design[np.arange(len(labels)), labels] = 1.0
         return features, design, embeddings
-    features, train = _features_and_train(data)
+    features, train = features_and_train(data, NAME)
     labels = np.asarray(data.labels)
     n = features.shape[0]
     if data.target == TARGET_MULTI_LABEL:
