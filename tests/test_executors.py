@@ -36,6 +36,10 @@ IMAGE_ITEMS = "12"
 # metrics are smooth in the features; 1e-5 leaves room for that and nothing else.
 FEATURE_TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
 SCORE_TOLERANCE = {"rtol": 1e-5, "atol": 1e-6}
+# PARC is a rank correlation of pairwise distances: a last-place change can swap two nearly tied
+# distances, which moves it by a few 1e-5 (measured: 3.4e-5 at a value of -0.041).
+RANK_SCORE_TOLERANCE = {"rtol": 1e-5, "atol": 1e-4}
+RANK_METRICS = {"parc"}
 DRIVER_PID = os.getpid()
 
 
@@ -165,7 +169,8 @@ def test_a_ray_score_run_equals_the_local_run(ray_instance: Any, crawled: Path, 
     for key, (version, value, higher, inputs) in local_scores.items():
         other = remote_scores[key]
         assert (version, higher, inputs) == (other[0], other[2], other[3]), key
-        np.testing.assert_allclose(other[1], value, **SCORE_TOLERANCE, err_msg=str(key))
+        tolerance = RANK_SCORE_TOLERANCE if key[1] in RANK_METRICS else SCORE_TOLERANCE
+        np.testing.assert_allclose(other[1], value, **tolerance, err_msg=str(key))
 
 
 # ------------------------------------------------------------------------------------ failures
