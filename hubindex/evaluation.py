@@ -1,10 +1,13 @@
 """How well a metric's scores rank checkpoints against their fine-tuned accuracies.
 
-Inputs are two CSV files with a header row (extra columns are ignored):
+Inputs (CSV files have a header row; extra columns are ignored):
 
-- scores: `task,checkpoint_id,metric,value`, one row per (task, checkpoint, metric);
+- scores: a `task,checkpoint_id,metric,value` CSV, one row per (task, checkpoint, metric), or
+  the index's `task_scores` table (`catalog_scores`: the scores of the installed metrics'
+  current versions, and every score of a metric that is not installed);
 - ground truth: `task,checkpoint_id,accuracy`, the accuracy after fine-tuning each checkpoint
-  on the task.
+  on the task. Optional `setup` and `base_task` columns make it a file of setups, measured and
+  aggregated by `hubindex.evaluation_setups` (see there).
 
 Accuracies are read per file: if every one lies in [0, 1] they are fractions; if some exceed 1
 and all lie in [0, 100] they are percentages and are divided by 100; a negative, non-finite or
@@ -56,9 +59,10 @@ not constant, `n_undefined` those where they are; each such metric gets a line i
 
 from __future__ import annotations
 
+import csv
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +77,8 @@ MEASURES: tuple[str, ...] = (
 )
 SCORE_COLUMNS = ("task", "checkpoint_id", "metric", "value")
 TRUTH_COLUMNS = ("task", "checkpoint_id", "accuracy")
+# Optional ground-truth columns that describe setups (hubindex.evaluation_setups).
+SETUP_COLUMNS = ("setup", "base_task")
 TOP_K = (1, 3)
 # A pool needs this many checkpoints for a ranking (and a correlation) to mean anything.
 MIN_POOL = 2
@@ -89,6 +95,17 @@ class ScoreRow:
     checkpoint_id: str
     metric: str
     value: float
+
+
+@dataclass(frozen=True)
+class TruthRow:
+    """The fine-tuned accuracy (a fraction) of one checkpoint on one task, in one setup."""
+
+    task: str  # the scored task whose scores rank this pool
+    checkpoint_id: str
+    accuracy: float
+    setup: str | None = None  # None: the file has no `setup` column
+    base_task: str | None = None  # None: the file has no `base_task` column (the base is `task`)
 
 
 # ------------------------------------------------------------------------------------ one ranking
@@ -202,29 +219,143 @@ def load_scores(path: Path) -> list[ScoreRow]:
     return out
 
 
-def load_truth(path: Path) -> dict[tuple[str, str], float]:
-    """{(task, checkpoint_id): accuracy as a fraction} of a `task,checkpoint_id,accuracy` CSV.
+def _header(path: Path) -> list[str]:
+    """The column names of a CSV file's first line; [] when it cannot be read (read_csv_rows says why)."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            return [name.strip() for name in next(csv.reader(handle), [])]
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
+
+
+def load_truth_rows(path: Path) -> list[TruthRow]:
+    """The rows of a `task,checkpoint_id,accuracy[,setup][,base_task]` CSV, accuracies as fractions.
 
     Fractions if every accuracy is in [0, 1]; percent (divided by 100) if some exceed 1 and all
-    are in [0, 100]. A percent file whose values are all <= 1 is misread as fractions.
+    are in [0, 100]. A percent file whose values are all <= 1 is misread as fractions. One
+    accuracy per (task, setup, checkpoint_id), and one base task per task.
     """
     path = Path(path)
-    seen: dict[tuple[str, str], int] = {}
-    out: dict[tuple[str, str], float] = {}
-    for line, cells in read_csv_rows(path, TRUTH_COLUMNS):
-        key = (cells["task"], cells["checkpoint_id"])
+    optional = [name for name in SETUP_COLUMNS if name in _header(path)]
+    seen: dict[tuple[str, str | None, str], int] = {}
+    bases: dict[str, tuple[str, int]] = {}
+    out: list[TruthRow] = []
+    for line, cells in read_csv_rows(path, (*TRUTH_COLUMNS, *optional)):
+        setup, base = cells.get("setup"), cells.get("base_task")
+        key = (cells["task"], setup, cells["checkpoint_id"])
         if key in seen:
-            raise UsageError(f"{path}: line {line} repeats task {key[0]!r}, checkpoint {key[1]!r} of line "
-                             f"{seen[key]}; keep one accuracy per (task, checkpoint_id)")
+            where = f", setup {setup!r}" if setup is not None else ""
+            raise UsageError(f"{path}: line {line} repeats task {key[0]!r}{where}, checkpoint {key[2]!r} of line "
+                             f"{seen[key]}; keep one accuracy per (task, {'setup, ' if where else ''}checkpoint_id)")
         seen[key] = line
+        if base is not None:
+            first = bases.setdefault(cells["task"], (base, line))
+            if first[0] != base:
+                raise UsageError(f"{path}: line {line} gives task {key[0]!r} the base task {base!r}, line {first[1]} "
+                                 f"gave it {first[0]!r}; a task belongs to one base task")
         value = _number(cells["accuracy"], path, line, "accuracy")
         if not 0 <= value <= 100:
             raise UsageError(f"{path}: line {line}: accuracy {cells['accuracy']!r} is outside [0, 1] "
                              "(fractions) and [0, 100] (percent)")
-        out[key] = value
-    if max(out.values()) > 1:
-        out = {key: value / 100.0 for key, value in out.items()}
+        out.append(TruthRow(cells["task"], cells["checkpoint_id"], value, setup, base))
+    if max(row.accuracy for row in out) > 1:
+        out = [replace(row, accuracy=row.accuracy / 100.0) for row in out]
     return out
+
+
+def has_setups(rows: Sequence[TruthRow]) -> bool:
+    """Whether a ground truth describes setups (it has a `setup` or `base_task` column)."""
+    return any(row.setup is not None or row.base_task is not None for row in rows)
+
+
+def truth_by_task(rows: Sequence[TruthRow]) -> dict[tuple[str, str], float]:
+    """{(task, checkpoint_id): accuracy} of a ground truth without setups."""
+    return {(row.task, row.checkpoint_id): row.accuracy for row in rows}
+
+
+def load_truth(path: Path) -> dict[tuple[str, str], float]:
+    """{(task, checkpoint_id): accuracy as a fraction} of a `task,checkpoint_id,accuracy` CSV.
+
+    Fractions if every accuracy is in [0, 1]; percent (divided by 100) if some exceed 1 and all
+    are in [0, 100]. A percent file whose values are all <= 1 is misread as fractions. A file with
+    setup columns is an error here: `hubindex.evaluation_setups` reads those.
+    """
+    rows = load_truth_rows(path)
+    if has_setups(rows):
+        raise UsageError(f"{path}: has a setup or base_task column; evaluate it by setups (hubindex.evaluation_setups)")
+    return truth_by_task(rows)
+
+
+# ------------------------------------------------------------------------------------ the catalog
+
+
+def catalog_scores(catalog: Any) -> tuple[list[ScoreRow], dict[str, bool], list[str]]:
+    """(score rows, {metric: higher_is_better}, notes) of the catalog's `task_scores`.
+
+    Scores of an installed metric count only at its current version (the others are left out,
+    with a note saying how many and how to recompute them); a metric that is not installed is
+    taken as stored, in its stored direction, with a note.
+    """
+    from hubindex.plugins import metrics
+
+    installed = {name: reg.component for name, reg in metrics().items()}
+    found = catalog.conn.execute(
+        "SELECT task, checkpoint_id, metric, value, metric_version, higher_is_better FROM task_scores "
+        "ORDER BY task, metric, checkpoint_id").fetchall()
+    rows, directions, notes = [], {}, []
+    stale: dict[str, int] = {}
+    for task, checkpoint_id, metric, value, version, higher in found:
+        component = installed.get(metric)
+        if component is not None and version != component.version:
+            stale[metric] = stale.get(metric, 0) + 1
+            continue
+        directions.setdefault(metric, bool(component.higher_is_better if component is not None else higher))
+        rows.append(ScoreRow(task, checkpoint_id, metric, float(value)))
+    for metric, count in sorted(stale.items()):
+        notes.append(f"metric {metric!r}: {count} score(s) of another version than the installed "
+                     f"{installed[metric].version!r} left out; `hubindex score --task T --metric {metric}` "
+                     "recomputes them")
+    for metric in sorted(set(directions) - set(installed)):
+        notes.append(f"metric {metric!r} is not installed: its stored scores are evaluated as they are")
+    return rows, directions, notes
+
+
+def select_scores(scores: Sequence[ScoreRow], truth: Sequence[TruthRow], tasks: Sequence[str] = (),
+                  metric_names: Sequence[str] = (), whole_table: bool = False) -> tuple[list[ScoreRow], list[str]]:
+    """(the score rows to evaluate, notes): those of `metric_names` and `tasks` (all when empty).
+
+    A task name also selects the tasks whose base task it is. With `whole_table` (the scores are
+    a whole `task_scores` table) scored tasks the ground truth does not name are left out with a
+    note rather than an error; a ground truth that names no scored task is an error either way.
+    """
+    base = {row.task: row.base_task or row.task for row in truth}
+    scored_metrics = sorted({row.metric for row in scores})
+    for name in metric_names:
+        if name not in scored_metrics:
+            raise UsageError(f"--metric {name!r} has no scores; scored metrics: {', '.join(scored_metrics) or 'none'}")
+    scored_tasks = {row.task for row in scores}
+    for name in tasks:
+        if not any(t == name or base.get(t) == name for t in scored_tasks):
+            raise UsageError(f"--task {name!r} has no scores (nor does any task whose base task it is); scored "
+                             f"tasks: {_names(scored_tasks)}")
+    kept = [row for row in scores if (not metric_names or row.metric in metric_names)
+            and (not tasks or row.task in tasks or base.get(row.task) in tasks)]
+    notes = []
+    if whole_table:
+        unmatched = sorted({row.task for row in kept} - set(base))
+        kept = [row for row in kept if row.task in base]
+        if not kept:
+            raise UsageError(f"the ground truth names no scored task (it names {_names(base)}; the scored tasks "
+                             f"are {_names(scored_tasks)}); its `task` column must name tasks of task_scores")
+        if unmatched:
+            notes.append(f"{len(unmatched)} scored task(s) without ground truth left out: {_names(unmatched)}")
+    return kept, notes
+
+
+def _names(names: Any, shown: int = 8) -> str:
+    ordered = sorted(names)
+    text = ", ".join(ordered[:shown]) + (f" and {len(ordered) - shown} more" if len(ordered) > shown else "")
+    return text or "none"
 
 
 # ------------------------------------------------------------------------------------ evaluation
@@ -242,7 +373,8 @@ def _nan_mean(values: list[float]) -> float:
     return math.fsum(finite) / len(finite) if finite else math.nan
 
 
-def _json_value(value: Any) -> Any:
+def json_value(value: Any) -> Any:
+    """NaN as None (null in JSON); anything else as it is."""
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
@@ -259,8 +391,8 @@ class EvaluationReport:
     def as_json(self) -> dict[str, Any]:
         """{"per_task": [...], "mean": [...], "notes": [...]} with NaN as None (null)."""
         return {
-            "per_task": [{k: _json_value(v) for k, v in row.items()} for row in self.per_task],
-            "mean": [{k: _json_value(v) for k, v in row.items()} for row in self.mean],
+            "per_task": [{k: json_value(v) for k, v in row.items()} for row in self.per_task],
+            "mean": [{k: json_value(v) for k, v in row.items()} for row in self.mean],
             "notes": list(self.notes),
         }
 
@@ -268,9 +400,9 @@ class EvaluationReport:
         """Both lists as one set of rows for CSV or JSON lines: `scope` is 'task' or 'mean', `n` its count."""
         columns = ["scope", "task", "metric", "n", "ties", "n_undefined", *MEASURES, "undefined"]
         rows = [["task", r["task"], r["metric"], r["n_checkpoints"], r["ties"], None,
-                 *(_json_value(r[m]) for m in MEASURES), r["undefined"]] for r in self.per_task]
+                 *(json_value(r[m]) for m in MEASURES), r["undefined"]] for r in self.per_task]
         rows += [["mean", None, r["metric"], r["n_tasks"], None, r["n_undefined"],
-                  *(_json_value(r[m]) for m in MEASURES), None] for r in self.mean]
+                  *(json_value(r[m]) for m in MEASURES), None] for r in self.mean]
         return columns, rows
 
     def table(self) -> str:
@@ -300,11 +432,33 @@ class EvaluationReport:
                 "that order" for row in self.per_task if row["ties"]]
 
 
+def measure_pool(task: str, metric: str, pool: Mapping[str, float], accuracy: Mapping[str, float], budget: int,
+                 higher_is_better: bool, setup: str | None = None) -> dict[str, Any]:
+    """One per-task row: `pool` {checkpoint_id: score} ranked against `accuracy` {checkpoint_id: fraction}."""
+    if len(pool) < MIN_POOL:
+        where = f", setup {setup!r}" if setup else ""
+        raise UsageError(f"task {task!r}{where}, metric {metric!r}: {len(pool)} scored checkpoint(s) with a ground "
+                         f"truth; at least {MIN_POOL} are needed to rank")
+    ids = sorted(pool)  # ties in score go to the smaller checkpoint_id
+    values = [pool[c] for c in ids]
+    constant = scores_are_constant(values)
+    measures = ranking_measures([accuracy[c] for c in ids], values, budget, higher_is_better)
+    return {"task": task, "metric": metric, "n_checkpoints": len(ids),
+            "ties": 0 if constant else boundary_ties(values, budget, higher_is_better), **measures,
+            "undefined": CONSTANT_SCORES if constant else None}
+
+
+def undefined_note(metric: str, names: Sequence[str], total: int, what: str = "task(s)") -> str:
+    """The note on a metric whose scores are constant on some tasks (or setups)."""
+    shown = ", ".join(repr(t) for t in names[:5]) + (" ..." if len(names) > 5 else "")
+    return (f"metric {metric!r}: constant scores on {len(names)} of {total} {what} ({shown}); its measures are "
+            "undefined there and left out of its mean")
+
+
 def evaluate(scores: Sequence[ScoreRow], truth: Mapping[tuple[str, str], float], budget: int = 1,
              higher_is_better: Mapping[str, bool] | None = None) -> EvaluationReport:
     """Rank each task's checkpoints by each metric and measure the ranking against the truth."""
-    if not _is_budget(budget):
-        raise UsageError(f"budget must be an integer >= 1 (the number of checkpoints to fine-tune), got {budget!r}")
+    check_budget(budget)
     if not scores:
         raise UsageError("no score rows to evaluate")
     directions = metric_directions() if higher_is_better is None else dict(higher_is_better)
@@ -323,19 +477,9 @@ def evaluate(scores: Sequence[ScoreRow], truth: Mapping[tuple[str, str], float],
             raise UsageError(f"task {row.task!r}, checkpoint {row.checkpoint_id!r}, metric {row.metric!r} has "
                              "two scores; keep one")
         pool[row.checkpoint_id] = row.value
-    per_task = []
-    for (task, metric), pool in sorted(pools.items()):
-        if len(pool) < MIN_POOL:
-            raise UsageError(f"task {task!r}, metric {metric!r}: {len(pool)} scored checkpoint(s) with a ground "
-                             f"truth; at least {MIN_POOL} are needed to rank")
-        ids = sorted(pool)  # ties in score go to the smaller checkpoint_id
-        values = [pool[c] for c in ids]
-        higher = directions.get(metric, True)
-        constant = scores_are_constant(values)
-        measures = ranking_measures([truth[(task, c)] for c in ids], values, int(budget), higher)
-        per_task.append({"task": task, "metric": metric, "n_checkpoints": len(ids),
-                         "ties": 0 if constant else boundary_ties(values, int(budget), higher), **measures,
-                         "undefined": CONSTANT_SCORES if constant else None})
+    per_task = [measure_pool(task, metric, pool, {c: truth[(task, c)] for c in pool}, int(budget),
+                             directions.get(metric, True))
+                for (task, metric), pool in sorted(pools.items())]
     mean, notes = [], []
     for metric in sorted({row["metric"] for row in per_task}):
         rows = [row for row in per_task if row["metric"] == metric]
@@ -343,7 +487,11 @@ def evaluate(scores: Sequence[ScoreRow], truth: Mapping[tuple[str, str], float],
         mean.append({"metric": metric, "n_tasks": len(rows) - len(undefined), "n_undefined": len(undefined),
                      **{name: _nan_mean([row[name] for row in rows]) for name in MEASURES}})
         if undefined:
-            shown = ", ".join(repr(t) for t in undefined[:5]) + (" ..." if len(undefined) > 5 else "")
-            notes.append(f"metric {metric!r}: constant scores on {len(undefined)} of {len(rows)} task(s) ({shown}); "
-                         "its measures are undefined there and left out of its mean")
+            notes.append(undefined_note(metric, undefined, len(rows)))
     return EvaluationReport(per_task, mean, left_out, int(budget), notes)
+
+
+def check_budget(budget: Any) -> None:
+    """A UsageError unless the budget is an integer >= 1."""
+    if not _is_budget(budget):
+        raise UsageError(f"budget must be an integer >= 1 (the number of checkpoints to fine-tune), got {budget!r}")

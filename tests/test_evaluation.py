@@ -340,3 +340,210 @@ def test_ties_across_the_budget_are_counted_and_noted(tmp_path: Path, hubindex: 
     assert [(r["scope"], r["ties"]) for r in rows] == [("task", 2), ("mean", None)]
     csv_out = hubindex("evaluate", "--scores", str(s_csv), "--truth", str(t_csv), "--format", "csv").stdout
     assert csv_out.splitlines()[0].startswith("scope,task,metric,n,ties")
+
+
+# ------------------------------------------------------------------ the index's task_scores
+
+
+def store_scores(index_dir: Path, rows: list[tuple[str, str, str, str, float, bool]]) -> None:
+    """task_scores rows (task, checkpoint_id, metric, metric_version, value, higher_is_better) in a real catalog."""
+    from hubindex.catalog import utcnow
+    from hubindex.index import Index
+
+    with Index(index_dir).open_catalog() as catalog:
+        for task, cid, metric, version, value, higher in rows:
+            catalog.conn.execute("INSERT INTO task_scores VALUES (?, ?, ?, ?, ?, ?, 0.0, ?, '1', 'h', NULL, 'x')",
+                                 [task, cid, metric, version, value, higher, utcnow()])
+
+
+def installed_version(metric: str) -> str:
+    from hubindex.plugins import metrics
+
+    return str(metrics()[metric].component.version)
+
+
+@pytest.fixture
+def scored_index(index_dir: Path) -> Path:
+    """cifar and pets of SCORES_CSV in task_scores (logme and task-relatedness at their installed versions),
+    plus a stale logme score, an uninstalled metric and a task with no ground truth."""
+    logme, related = installed_version("logme"), installed_version("task-relatedness")
+    rows = []
+    for line in SCORES_CSV.splitlines()[1:]:
+        task, cid, metric, value, _ = line.split(",")
+        name, version, higher = ("logme", logme, True) if metric == "logme" else ("task-relatedness", related, False)
+        rows.append((task, cid, name, version, float(value), higher))
+    rows.append(("cifar", "e", "logme", f"{logme}-old", 99.0, True))  # another version: left out
+    rows += [("cifar", c, "mystery", "7", v, False) for c, v in zip("abcd", (1.0, 2.0, 3.0, 4.0))]
+    rows += [("flowers-x", c, "logme", logme, v, True) for c, v in zip("ab", (1.0, 2.0))]  # no ground truth
+    store_scores(index_dir, rows)
+    return index_dir
+
+
+def evaluated(hubindex: Any, *args: str) -> dict[str, Any]:
+    result = hubindex("evaluate", *args, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_evaluate_reads_the_index_task_scores(scored_index: Path, hubindex: Any, tmp_path: Path) -> None:
+    truth = write(tmp_path, "T.csv", TRUTH_CSV)
+    result = hubindex("evaluate", "--truth", str(truth), "--budget", "2", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    found = json.loads(result.stdout)
+    # The same numbers as the CSV of the same scores, metric renamed to its installed name.
+    scores_csv = write(tmp_path, "S.csv", SCORES_CSV.replace(",relate,", ",task-relatedness,"))
+    from_csv = evaluated(hubindex, "--scores", str(scores_csv), "--truth", str(truth), "--budget", "2")
+    assert [r for r in found["per_task"] if r["metric"] != "mystery"] == from_csv["per_task"]
+    # task-relatedness is lower-is-better (its plugin says so): cifar ranks perfectly.
+    (related,) = [r for r in found["per_task"] if (r["task"], r["metric"]) == ("cifar", "task-relatedness")]
+    assert related["kendall"] == pytest.approx(1.0)
+    # The uninstalled metric keeps its stored direction (lower is better): 1, 2, 3, 4 is the accuracy order.
+    (mystery,) = [r for r in found["per_task"] if r["metric"] == "mystery"]
+    assert mystery["recall@1"] == 1.0 and mystery["kendall"] == pytest.approx(1.0)
+    assert "another version than the installed" in result.stderr and "1 score(s)" in result.stderr
+    assert "metric 'mystery' is not installed" in result.stderr
+    assert "1 scored task(s) without ground truth left out: flowers-x" in result.stderr
+    # pets/x has no ground truth: left out and counted, as from a CSV.
+    table = hubindex("evaluate", "--truth", str(truth)).stdout
+    assert "1 score row left out" in table
+
+
+def test_evaluate_filters_metrics_and_tasks(scored_index: Path, hubindex: Any, tmp_path: Path) -> None:
+    truth = str(write(tmp_path, "T.csv", TRUTH_CSV))
+    found = evaluated(hubindex, "--truth", truth, "--metric", "logme", "--metric", "mystery", "--task", "cifar")
+    assert sorted((r["task"], r["metric"]) for r in found["per_task"]) == [("cifar", "logme"), ("cifar", "mystery")]
+    assert [m["metric"] for m in found["mean"]] == ["logme", "mystery"]
+    # The filters work on a scores CSV too.
+    scores = str(write(tmp_path, "S.csv", SCORES_CSV))
+    found = evaluated(hubindex, "--scores", scores, "--truth", truth, "--task", "pets", "--metric", "logme")
+    assert [(r["task"], r["metric"]) for r in found["per_task"]] == [("pets", "logme")]
+
+
+def test_evaluate_index_errors_are_one_line(scored_index: Path, hubindex: Any, tmp_path: Path) -> None:
+    from conftest import assert_one_line_error
+
+    truth = str(write(tmp_path, "T.csv", TRUTH_CSV))
+    other = str(write(tmp_path, "other.csv", "task,checkpoint_id,accuracy\nimagenet,a,0.5\nimagenet,b,0.6\n"))
+    for args, fragments in [
+        (("--truth", other), ["the ground truth names no scored task", "imagenet", "cifar, flowers-x, pets"]),
+        (("--truth", truth, "--metric", "nope"), ["--metric 'nope' has no scores", "logme, mystery"]),
+        (("--truth", truth, "--task", "nope"), ["--task 'nope' has no scores", "cifar"]),
+        (("--truth", str(tmp_path / "absent.csv")), ["absent.csv", "no such file"]),
+    ]:
+        result = hubindex("evaluate", *args)
+        assert result.exit_code == 2, result.stderr
+        assert_one_line_error(result, *fragments)
+
+
+def test_evaluate_an_index_without_scores(index: Any, hubindex: Any, tmp_path: Path) -> None:
+    from conftest import assert_one_line_error
+
+    index.open_catalog().close()  # an empty catalog
+    result = hubindex("evaluate", "--truth", str(write(tmp_path, "T.csv", TRUTH_CSV)))
+    assert result.exit_code == 2
+    assert_one_line_error(result, "holds no scores", "hubindex score")
+
+
+# ------------------------------------------------------------------ setups
+
+# Base task t: its own scores (pools "all" and "abc") and a derived task t-half (base t) with other
+# scores on the whole pool; task u (one setup). Metric m, higher is better.
+SETUP_TRUTH = """task,checkpoint_id,accuracy,setup,base_task
+t,a,0.9,all,t
+t,b,0.8,all,t
+t,c,0.7,all,t
+t,d,0.6,all,t
+t,a,0.9,bcd,t
+t,b,0.8,bcd,t
+t,c,0.7,bcd,t
+t,d,0.6,bcd,t-dup
+"""
+
+
+def setup_files(tmp_path: Path) -> tuple[Path, Path]:
+    truth = SETUP_TRUTH.replace("t,a,0.9,bcd,t\n", "t,d,0.6,bcd,t\n").replace("t,d,0.6,bcd,t-dup\n", "")
+    truth += "".join(f"t-half,{c},{acc},all,t\n" for c, acc in zip("abcd", (0.9, 0.8, 0.7, 0.6)))
+    truth += "".join(f"u,{c},{acc},all,u\n" for c, acc in zip("abc", (0.5, 0.6, 0.7)))
+    scores = "task,checkpoint_id,metric,value\n"
+    scores += "".join(f"t,{c},m,{v}\n" for c, v in zip("abcd", (4, 3, 1, 2)))  # all: a b d c; bcd: b d c
+    scores += "".join(f"t-half,{c},m,{v}\n" for c, v in zip("abcd", (1, 4, 3, 2)))  # b c d a
+    scores += "".join(f"u,{c},m,{v}\n" for c, v in zip("abc", (1, 2, 3)))  # c b a: perfect
+    return write(tmp_path, "S.csv", scores), write(tmp_path, "T.csv", truth)
+
+
+def test_setups_are_measured_and_aggregated_with_their_spread(tmp_path: Path, hubindex: Any) -> None:
+    from hubindex.evaluation import load_truth_rows
+    from hubindex.evaluation_setups import SPREAD_COLUMNS, evaluate_setups
+
+    scores, truth = setup_files(tmp_path)
+    report = evaluate_setups(load_scores(scores), load_truth_rows(truth), higher_is_better={"m": True})
+    setups = {(r["scored_task"], r["setup"]): r for r in report.per_setup}
+    assert sorted(setups) == [("t", "all"), ("t", "bcd"), ("t-half", "all"), ("u", "all")]
+    assert {r["task"] for r in report.per_setup if r["scored_task"] == "t-half"} == {"t"}  # its base task
+    assert setups[("t", "bcd")]["n_checkpoints"] == 3  # the pool variant's checkpoints only
+    # Recall@1: t/all picks a (best), t/bcd picks b (best of b, c, d), t-half picks b (not a).
+    assert [setups[k]["recall@1"] for k in (("t", "all"), ("t", "bcd"), ("t-half", "all"))] == [1.0, 1.0, 0.0]
+    # Relative regret at B = 1: t-half picks b: (0.9 - 0.8) / (1 - 0.8) = 0.5.
+    assert setups[("t-half", "all")]["relative_regret"] == pytest.approx(0.5)
+    taus = [setups[k]["weighted_tau"] for k in (("t", "all"), ("t", "bcd"), ("t-half", "all"))]
+    assert taus[0] == pytest.approx(weighted_tau_by_pairs([0.9, 0.8, 0.7, 0.6], [4, 3, 1, 2]))
+    (t_row,) = [r for r in report.per_task if r["task"] == "t"]
+    assert (t_row["n_setups"], t_row["n_undefined"]) == (3, 0)
+    assert t_row["recall@1"] == pytest.approx(2 / 3)
+    assert t_row["recall@1_std"] == pytest.approx(np.std([1, 1, 0], ddof=1))
+    assert t_row["weighted_tau"] == pytest.approx(np.mean(taus))
+    assert t_row["weighted_tau_std"] == pytest.approx(np.std(taus, ddof=1))
+    assert (t_row["weighted_tau_p10"], t_row["weighted_tau_p90"]) == pytest.approx(tuple(np.percentile(taus, [10, 90])))
+    assert t_row["relative_regret_p90"] == pytest.approx(np.percentile([0, 0, 0.5], 90))
+    (u_row,) = [r for r in report.per_task if r["task"] == "u"]
+    assert u_row["n_setups"] == 1 and math.isnan(u_row["weighted_tau_std"])  # one setup: no spread
+    (mean,) = report.mean
+    assert (mean["n_tasks"], mean["n_setups"]) == (2, 4)
+    assert mean["recall@1"] == pytest.approx(3 / 4)  # every setup weighs the same
+    # Through the command: JSON, the table's 'mean ± std [p10, p90]', and export rows by scope.
+    found = evaluated(hubindex, "--scores", str(scores), "--truth", str(truth))
+    assert list(found) == ["per_setup", "per_task", "mean", "notes"]
+    assert found["per_task"][1]["weighted_tau_std"] is None  # u
+    table = hubindex("evaluate", "--scores", str(scores), "--truth", str(truth)).stdout
+    assert "across setups" in table and "±" in table and "4 rows per setup" in table
+    rows = [json.loads(line) for line in hubindex("evaluate", "--scores", str(scores), "--truth", str(truth),
+                                                  "--format", "ndjson").stdout.splitlines()]
+    assert [r["scope"] for r in rows] == ["setup"] * 4 + ["task"] * 2 + ["mean"]
+    assert set(SPREAD_COLUMNS) <= set(rows[0])
+    header = hubindex("evaluate", "--scores", str(scores), "--truth", str(truth), "--format", "csv").stdout
+    assert header.splitlines()[0].startswith("scope,task,scored_task,setup,metric,n,")
+    # --task names a base task: its derived tasks come along.
+    only_t = evaluated(hubindex, "--scores", str(scores), "--truth", str(truth), "--task", "t")
+    assert {r["scored_task"] for r in only_t["per_setup"]} == {"t", "t-half"}
+
+
+def test_setups_of_an_index(scored_index: Path, hubindex: Any, tmp_path: Path) -> None:
+    # Two pool variants of cifar, from the index's own scores.
+    truth = "task,checkpoint_id,accuracy,setup\n" + "".join(
+        f"cifar,{c},{acc},{setup}\n" for setup, ids in (("abcd", "abcd"), ("bcd", "bcd"))
+        for c, acc in zip("abcd", (0.95, 0.9, 0.8, 0.7)) if c in ids)
+    found = evaluated(hubindex, "--truth", str(write(tmp_path, "T.csv", truth)), "--metric", "logme")
+    assert [(r["setup"], r["n_checkpoints"], r["recall@1"]) for r in found["per_setup"]] == [
+        ("abcd", 4, 0.0), ("bcd", 3, 1.0)]  # logme ranks b first: not the best of a-d, the best of b-d
+    assert found["per_task"][0]["recall@1"] == 0.5 and found["mean"][0]["n_setups"] == 2
+
+
+def test_setup_errors(tmp_path: Path, hubindex: Any) -> None:
+    from conftest import assert_one_line_error
+
+    from hubindex.evaluation import load_truth_rows
+
+    scores, good = setup_files(tmp_path)
+    with pytest.raises(UsageError, match=r"line 9 gives task 't' the base task 't-dup', line 2 gave it 't'"):
+        load_truth_rows(write(tmp_path, "bad.csv", SETUP_TRUTH))
+    with pytest.raises(UsageError, match=r"line 8 repeats task 't', setup 'bcd', checkpoint 'a' of line 6"):
+        load_truth_rows(write(tmp_path, "dup.csv", SETUP_TRUTH.replace("t,c,0.7,bcd", "t,a,0.7,bcd")))
+    with pytest.raises(UsageError, match="has a setup or base_task column; evaluate it by setups"):
+        load_truth(good)
+    lonely = write(tmp_path, "lonely.csv", "task,checkpoint_id,accuracy,setup\nt,a,0.9,one\nt,b,0.8,two\n")
+    result = hubindex("evaluate", "--scores", str(scores), "--truth", str(lonely), "--task", "t")
+    assert result.exit_code == 2
+    assert_one_line_error(result, "task 't', setup 'one', metric 'm': 1 scored checkpoint(s)")
+    empty_setup = write(tmp_path, "empty.csv", "task,checkpoint_id,accuracy,setup\nt,a,0.9,\n")
+    assert_one_line_error(hubindex("evaluate", "--scores", str(scores), "--truth", str(empty_setup)),
+                          "line 2 has an empty 'setup'")

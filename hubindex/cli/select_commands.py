@@ -201,14 +201,20 @@ def search_command(index: Index, task: str | None, budget: int, strategy: str, m
 
 
 @cli.command("evaluate")
-@click.option("--scores", "scores_file", type=click.Path(path_type=Path), required=True, metavar="S.csv",
-              help="Columns task,checkpoint_id,metric,value.")
+@click.option("--scores", "scores_file", type=click.Path(path_type=Path), metavar="S.csv",
+              help="Columns task,checkpoint_id,metric,value [default: the index's task_scores].")
 @click.option("--truth", "truth_file", type=click.Path(path_type=Path), required=True, metavar="T.csv",
-              help="Columns task,checkpoint_id,accuracy (fractions in [0,1] or percent).")
+              help="Columns task,checkpoint_id,accuracy (fractions in [0,1] or percent); optional setup and "
+                   "base_task columns describe setups.")
+@click.option("--metric", "metric_names", multiple=True, metavar="NAME", help="Only this metric (repeatable).")
+@click.option("--task", "task_names", multiple=True, metavar="NAME",
+              help="Only this task and the tasks whose base task it is (repeatable).")
 @click.option("--budget", "-b", type=click.IntRange(1, None), default=1, show_default=True,
               help="B for regret: the best accuracy among the top-B checkpoints by score.")
 @output_format
-def evaluate_command(scores_file: Path, truth_file: Path, budget: int, fmt: str) -> None:
+@click.pass_obj
+def evaluate_command(index: Index, scores_file: Path | None, truth_file: Path, metric_names: tuple[str, ...],
+                     task_names: tuple[str, ...], budget: int, fmt: str) -> None:
     """How well each metric's scores rank checkpoints against fine-tuned accuracies.
 
     \b
@@ -218,21 +224,56 @@ def evaluate_command(scores_file: Path, truth_file: Path, budget: int, fmt: str)
     budget. Metrics whose plugin says lower is better (task-relatedness) are ranked ascending.
 
     \b
+    The scores are the index's task_scores (read-only; the installed metrics' current versions,
+    scored tasks without ground truth left out with a note), or --scores S.csv.
+
+    \b
+    Setups: a `setup` column in T.csv makes each (task, setup) one setup, its rows the pool (a
+    subset of the checkpoints); a `base_task` column names the task a derived task (examples
+    subsampled, another seed) is a setup of. The report then gives every setup's measures and,
+    per base task and over all setups, each measure's mean and for weighted_tau, recall@1 and
+    relative_regret the standard deviation and 10th-90th percentiles across setups.
+
+    \b
     A metric whose scores are constant over a task's checkpoints (equal up to float noise, as
     H-score's C - 1) ranks nothing there: its measures are undefined (null in JSON) and left out
     of its mean, with a note. `ties` counts checkpoints tied on the score across the budget
     (the regret then depends on the checkpoint_id tie-break; a note on stderr says so).
-    --format csv|ndjson writes both lists as rows, `scope` saying which ('task' or 'mean').
+    --format csv|ndjson writes every list as rows, `scope` saying which ('task' or 'mean';
+    with setups also 'setup').
 
     \b
-    Example (scores exported from the catalog):
-      hubindex sql "SELECT task, checkpoint_id, metric, value FROM task_scores" --format csv > S.csv
-      hubindex evaluate --scores S.csv --truth T.csv --budget 3
+    Examples:
+      hubindex evaluate --truth T.csv --budget 3
+      hubindex evaluate --truth T.csv --metric logme --metric leep --task digits --format json
+      hubindex evaluate --scores S.csv --truth T.csv
     """
-    from hubindex.evaluation import evaluate, load_scores, load_truth
+    from hubindex.evaluation import (
+        catalog_scores,
+        evaluate,
+        has_setups,
+        load_scores,
+        load_truth_rows,
+        select_scores,
+        truth_by_task,
+    )
 
-    report = evaluate(load_scores(scores_file), load_truth(truth_file), budget)
-    for note in report.tie_notes():
+    truth = load_truth_rows(truth_file)
+    if scores_file is not None:
+        scores, directions, notes = load_scores(scores_file), None, []
+    else:
+        with reading_catalog(index) as catalog:
+            scores, directions, notes = catalog_scores(catalog)
+        if not scores:
+            raise UsageError(f"task_scores of {index.root} holds no scores; run `hubindex score --task NAME` first")
+    scores, selected = select_scores(scores, truth, task_names, metric_names, whole_table=scores_file is None)
+    if has_setups(truth):
+        from hubindex.evaluation_setups import evaluate_setups
+
+        report: Any = evaluate_setups(scores, truth, budget, directions)
+    else:
+        report = evaluate(scores, truth_by_task(truth), budget, directions)
+    for note in [*notes, *selected, *report.tie_notes()]:
         click.echo(f"note: {note}", err=True)
     if fmt == "json":
         emit_json(report.as_json())
