@@ -25,6 +25,7 @@ from hubindex_plugins.metrics_discriminant import (
     ncti_terms,
     sfda,
 )
+from test_metrics import every_row
 
 METRICS = (Sfda(), Ncti(), Gbc(), KnnLeaveOneOut())
 
@@ -34,10 +35,6 @@ def blobs(per_class: int, n_classes: int, d: int, spread: float, seed: int) -> t
     rng = np.random.default_rng(seed)
     labels = np.repeat(np.arange(n_classes), per_class)
     return spread * rng.normal(size=(n_classes, d))[labels] + rng.normal(size=(len(labels), d)), labels
-
-
-def every_row(labels: np.ndarray) -> np.ndarray:
-    return np.ones(len(labels), dtype=bool)
 
 
 def softmax_rows(logits: np.ndarray) -> np.ndarray:

@@ -27,18 +27,7 @@ from hubindex_plugins.metrics_information import (
     pactran_gaussian,
     transrate_rows,
 )
-
-
-def blobs(per_class: int, n_classes: int, d: int, spread: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Gaussian classes: random means (norm ~ spread * sqrt(d)) plus unit noise."""
-    rng = np.random.default_rng(seed)
-    labels = np.repeat(np.arange(n_classes), per_class)
-    means = spread * rng.normal(size=(n_classes, d))
-    return means[labels] + rng.normal(size=(len(labels), d)), labels
-
-
-def every_row(labels: np.ndarray) -> np.ndarray:
-    return np.ones(len(labels), dtype=bool)
+from test_metrics import blobs, every_row
 
 
 def score(metric: type, features: np.ndarray, labels: np.ndarray, **kwargs: object) -> float:
