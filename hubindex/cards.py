@@ -61,9 +61,12 @@ def resolve_checkpoint(catalog: Catalog, name: str) -> str:
                      f"checkpoints WHERE checkpoint_id ILIKE '%...%'\"` finds ids")
 
 
-def checkpoint_card(catalog: Catalog, name: str) -> dict[str, Any]:
-    """The card of one checkpoint (see the module docstring); a UsageError names close ids if it is unknown."""
-    checkpoint_id = resolve_checkpoint(catalog, name)
+def checkpoint_card(catalog: Catalog, name: str, exact: bool = False) -> dict[str, Any]:
+    """The card of one checkpoint (see the module docstring); a UsageError names close ids if it is unknown.
+
+    With exact, `name` is a checkpoint_id known to be in the catalog (no resolving: a scan saved).
+    """
+    checkpoint_id = name if exact else resolve_checkpoint(catalog, name)
     (row,) = _rows(catalog, "SELECT * FROM checkpoints WHERE checkpoint_id = ?", [checkpoint_id])
     probed = _probed(catalog, checkpoint_id)
     return {

@@ -43,8 +43,13 @@ _LOCK_HOLDER = re.compile(r"Conflicting lock is held in .*?\(PID (\d+)\)")
 
 
 def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+    return connect_file(path, read_only, config=None)
+
+
+def connect_file(path: Path, read_only: bool, config: dict[str, Any] | None) -> duckdb.DuckDBPyConnection:
+    """Open the file (with DuckDB settings `config`); a lock held by another process is a CatalogLockedError."""
     try:
-        return duckdb.connect(str(path), read_only=read_only)
+        return duckdb.connect(str(path), read_only=read_only, config=config or {})
     except duckdb.IOException as exc:
         text = str(exc)
         if "lock" in text.lower():

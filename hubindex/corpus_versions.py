@@ -24,6 +24,10 @@ SHOWN_HASH = 12
 _HEX = re.compile(r"[0-9a-f]+")
 
 
+class UnknownCorpus(UsageError):
+    """No probed corpus version has that name (where several match, it is a plain UsageError)."""
+
+
 @dataclass(frozen=True)
 class CorpusRef:
     """One probed corpus content. Equal by (name, hash); `spec` is how a user names it."""
@@ -89,7 +93,7 @@ def resolve_corpus(catalog: Catalog, corpus: str | None) -> CorpusRef:
         return matches[0].ref
     if matches:
         raise UsageError(f"corpus {corpus!r} has {len(matches)} probed versions; name one: " + _listing(matches))
-    raise UsageError(f"corpus {corpus!r} has not been probed; probed corpora: " + _listing(versions))
+    raise UnknownCorpus(f"corpus {corpus!r} has not been probed; probed corpora: " + _listing(versions))
 
 
 def _matching(versions: list[CorpusVersion], text: str) -> list[CorpusVersion]:

@@ -13,6 +13,7 @@ from pluggy import HookimplMarker, HookspecMarker
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import click
     import duckdb
+    from starlette.routing import BaseRoute
 
     from hubindex.types import Corpus, Crawler, Executor, Metric, Probe, Query
 
@@ -53,6 +54,11 @@ def register_executors(register: Callable[[type[Executor]], None]) -> None:
 @hookspec
 def register_commands(cli: click.Group) -> None:
     """Add commands or groups to the `hubindex` command line."""
+
+
+@hookspec
+def register_web_pages(register: Callable[[BaseRoute], None]) -> None:
+    """Register routes (Starlette `Route`s, GET only) of the `hubindex serve` web explorer."""
 
 
 @hookspec

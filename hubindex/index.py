@@ -45,7 +45,12 @@ class Index:
             # A typo in --index must not start a new, empty index behind the user's back.
             raise UsageError(f"no index folder {self.root}; check --index (or ${INDEX_ENV}), or start a new index "
                              "with `hubindex crawl ...` or `hubindex zoo build`")
-        return Catalog(self.catalog_path, read_only=read_only)
+        if read_only:
+            return Catalog(self.catalog_path, read_only=True)
+        from hubindex.waiting_writers import open_past_server
+
+        # A `hubindex serve` holding the file lets go when asked (hubindex.waiting_writers); others fail at once.
+        return open_past_server(lambda: Catalog(self.catalog_path), self.root)
 
     def create(self) -> bool:
         """Make the index folder where it is missing (only commands that start an index do); True if made."""

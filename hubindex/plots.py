@@ -4,6 +4,7 @@ checkpoint's family as a layered graph (`hubindex lineage --plot`)."""
 from __future__ import annotations
 
 from collections import defaultdict, deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,25 +22,58 @@ def short_name(checkpoint_id: str, width: int = 40) -> str:
     return name if len(name) <= width else "..." + name[-(width - 3):]
 
 
+@dataclass(frozen=True)
+class KappaDendrogram:
+    """The ward-linkage dendrogram of a kappa matrix, as scipy lays it out (`dendrogram(no_plot=True)`).
+
+    `order` is the leaf order (rows and columns of the heatmap); segment k is the line through
+    (icoord[k][t], dcoord[k][t]), t = 0..3, leaf i sitting at x = 5 + 10 i; `colors` are
+    matplotlib colour names ('C0' above COLOR_THRESHOLD, the clusters below it 'C1', 'C2', ...).
+    """
+
+    order: list[int]
+    icoord: list[list[float]]
+    dcoord: list[list[float]]
+    colors: list[str]
+
+
+def kappa_dendrogram(values: np.ndarray) -> KappaDendrogram:
+    """Ward linkage on the distance 1 - kappa. One function for the PNG (plot_kappa) and the web
+    explorer's heatmap, so the two orders cannot drift apart."""
+    from scipy.cluster.hierarchy import dendrogram, linkage
+    from scipy.spatial.distance import squareform
+
+    n = len(values)
+    if n < 2:  # linkage needs two observations; one leaf is its own order
+        return KappaDendrogram(list(range(n)), [], [], [])
+    # 0 on the diagonal, symmetric; a missing (NaN) pair counts as unrelated rather than failing the tree.
+    distance = np.nan_to_num(np.clip(1.0 - np.asarray(values, dtype=np.float64), 0.0, None), nan=1.0)
+    np.fill_diagonal(distance, 0.0)
+    tree = linkage(squareform((distance + distance.T) / 2, checks=False), method="ward")
+    drawn = dendrogram(tree, no_plot=True, color_threshold=COLOR_THRESHOLD)
+    return KappaDendrogram([int(i) for i in drawn["leaves"]], drawn["icoord"], drawn["dcoord"], drawn["color_list"])
+
+
 def plot_kappa(ids: list[str], values: np.ndarray, out: Path, title: str = "kappa") -> None:
     """Write a PNG: dendrogram on top, heatmap below, rows and columns in dendrogram order."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only; no display needed
     import matplotlib.pyplot as plt
-    from scipy.cluster.hierarchy import dendrogram, linkage
-    from scipy.spatial.distance import squareform
 
     labels = [short_name(i) for i in ids]
-    # Ward linkage on the distance 1 - kappa (0 on the diagonal, symmetric).
-    distance = np.clip(1.0 - values, 0.0, None)
-    np.fill_diagonal(distance, 0.0)
-    tree = linkage(squareform((distance + distance.T) / 2, checks=False), method="ward")
+    tree = kappa_dendrogram(values)
+    order = tree.order
     n = len(ids)
     size = max(6.0, 0.35 * n + 3)
     figure = plt.figure(figsize=(size, size * 1.25))
     top = figure.add_axes((0.3, 0.78, 0.6, 0.17))
-    order = dendrogram(tree, ax=top, no_labels=True, color_threshold=COLOR_THRESHOLD)["leaves"]
+    # The segments as scipy's own dendrogram(ax=...) draws them, with its limits.
+    for xs, ys, color in zip(tree.icoord, tree.dcoord, tree.colors):
+        top.plot(xs, ys, color=color)
+    top.set_xlim(0, 10 * n)
+    highest = max((max(ys) for ys in tree.dcoord), default=0.0)
+    top.set_ylim(0, 1.05 * highest if highest > 0 else 1.0)
     top.set_axis_off()
     top.set_title(title)
     heat = figure.add_axes((0.3, 0.08, 0.6, 0.68))

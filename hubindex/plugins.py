@@ -37,6 +37,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "hubindex_plugins.queries",
     "hubindex_plugins.zoo",
     "hubindex_plugins.executors",
+    "hubindex_plugins.web_pages",
 )
 
 pm = pluggy.PluginManager("hubindex")

@@ -26,6 +26,14 @@ from hubindex.errors import HubindexError, QueryError, QueryTimeout
 DEFAULT_ROW_CAP = 1000
 DEFAULT_TIMEOUT_S = 30.0
 READ_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+# The fences of every user query (and of `hubindex serve`'s connections): no file or network access,
+# no extension loading, and the configuration locked so that the query cannot lift them (last).
+FENCES = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "lock_configuration": True,
+}
 # Rows fetched from DuckDB at a time when a result is streamed out.
 STREAM_BATCH_ROWS = 10_000
 
@@ -88,11 +96,11 @@ class QueryStream:
 
     def batches(self, rows: int = STREAM_BATCH_ROWS) -> Iterator[list[tuple[Any, ...]]]:
         while True:
-            with _query_errors(self._timeout_s):
+            with query_errors(self._timeout_s):
                 batch = self._cursor.fetchmany(rows)
             if not batch:
                 return
-            yield _decode_json_columns(batch, self.types)
+            yield decode_json_columns(batch, self.types)
 
     def write_parquet(self, target: Path) -> int:
         """Stream the result into a Parquet file (written beside, then renamed); returns its row count."""
@@ -103,7 +111,7 @@ class QueryStream:
             reader = self._cursor.to_arrow_reader(STREAM_BATCH_ROWS)
         partial = target.with_name(f".{target.name}.partial")
         # The user's connection has no file access; a separate in-memory DuckDB writes the file.
-        with duckdb.connect() as writer, _query_errors(self._timeout_s):
+        with duckdb.connect() as writer, query_errors(self._timeout_s):
             writer.register("query_result", reader)
             quoted = str(partial).replace("'", "''")
             writer.execute(f"COPY query_result TO '{quoted}' (FORMAT parquet)")
@@ -113,7 +121,7 @@ class QueryStream:
 
 
 @contextmanager
-def _query_errors(timeout_s: float) -> Iterator[None]:
+def query_errors(timeout_s: float) -> Iterator[None]:
     """DuckDB errors of a running user query as one-line QueryErrors."""
     try:
         yield
@@ -123,6 +131,19 @@ def _query_errors(timeout_s: float) -> Iterator[None]:
         raise QueryError(f"{_first_line(exc)}; `hubindex check` says whether the catalog is damaged") from None
     except duckdb.Error as exc:
         raise QueryError(_first_line(exc)) from None
+
+
+def check_read_statement(conn: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """Refuse anything but exactly one SELECT or EXPLAIN statement (a QueryError that says why)."""
+    try:
+        statements = conn.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise QueryError(f"invalid SQL: {_first_line(exc)}") from None
+    if len(statements) != 1:
+        raise QueryError(f"expected exactly one SQL statement, got {len(statements)}")
+    if statements[0].type not in READ_STATEMENTS:
+        kind = statements[0].type.name
+        raise QueryError(f"only read-only SELECT queries are allowed (got a statement of type {kind})")
 
 
 @contextmanager
@@ -142,24 +163,11 @@ def open_readonly_query(
     conn = catalog.conn
     timer = threading.Timer(timeout_s, conn.interrupt)
     try:
-        for setting in (
-            "SET enable_external_access = false",
-            "SET autoinstall_known_extensions = false",
-            "SET autoload_known_extensions = false",
-            "SET lock_configuration = true",
-        ):
-            conn.execute(setting)
-        try:
-            statements = conn.extract_statements(sql)
-        except duckdb.Error as exc:
-            raise QueryError(f"invalid SQL: {_first_line(exc)}") from None
-        if len(statements) != 1:
-            raise QueryError(f"expected exactly one SQL statement, got {len(statements)}")
-        if statements[0].type not in READ_STATEMENTS:
-            kind = statements[0].type.name
-            raise QueryError(f"only read-only SELECT queries are allowed (got a statement of type {kind})")
+        for name, value in FENCES.items():
+            conn.execute(f"SET {name} = {str(value).lower()}")
+        check_read_statement(conn, sql)
         timer.start()
-        with _query_errors(timeout_s):
+        with query_errors(timeout_s):
             cursor = conn.execute(sql, params or None)
         description = cursor.description or []
         yield QueryStream([d[0] for d in description], [str(d[1]) for d in description], snapshot, cursor,
@@ -187,7 +195,7 @@ def run_readonly_query(
         return QueryResult(stream.columns, rows[:row_cap], truncated=len(rows) > row_cap, snapshot=stream.snapshot)
 
 
-def _decode_json_columns(rows: list[tuple[Any, ...]], types: list[str]) -> list[tuple[Any, ...]]:
+def decode_json_columns(rows: list[tuple[Any, ...]], types: list[str]) -> list[tuple[Any, ...]]:
     """Turn the text of JSON-typed columns (e.g. pretrained_cfg) into Python values."""
     json_columns = [i for i, column_type in enumerate(types) if column_type == "JSON"]
     if not json_columns:

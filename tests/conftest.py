@@ -171,3 +171,51 @@ def catalog_at_version(path: Path, version: int) -> Any:
         conn.execute(migration.sql)
         conn.execute("INSERT INTO schema_migrations VALUES (?, ?, now()::TIMESTAMP)", [migration.version, migration.name])
     return conn
+
+
+@dataclass
+class WebServer:
+    """`hubindex serve` running in its own process on 127.0.0.1, over `index_dir`."""
+
+    url: str  # http://127.0.0.1:PORT (no trailing slash)
+    index_dir: Path
+    process: subprocess.Popen
+    names: dict[str, str]
+
+
+@contextmanager
+def served(index_dir: Path, *options: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Start `hubindex serve --port 0` on index_dir; yield its base URL and process; stop it after."""
+    process = subprocess.Popen([sys.executable, "-m", "hubindex.cli", "--index", str(index_dir), "serve",
+                                "--port", "0", *options], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = process.stdout.readline()
+        if not first.startswith("hubindex serve: http://"):
+            process.kill()
+            raise AssertionError(f"serve did not start: {first!r} {process.stderr.read()[-2000:]}")
+        yield first.split()[2].rstrip("/"), process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="session")
+def web_index(zoo: Zoo, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """The index of tests/web_index.py, built once per session (about 100 s after the zoo)."""
+    from web_index import build_web_index
+
+    index_dir = tmp_path_factory.mktemp("web-index")
+    names = build_web_index(zoo.out, index_dir, tmp_path_factory.mktemp("web-work"))
+    return index_dir, names
+
+
+@pytest.fixture(scope="session")
+def web_server(web_index: tuple[Path, dict[str, str]]) -> Iterator[WebServer]:
+    """`hubindex serve` over the web index, one process for the session."""
+    index_dir, names = web_index
+    with served(index_dir) as (url, process):
+        yield WebServer(url, index_dir, process, names)

@@ -367,3 +367,18 @@ def test_the_sql_guide_describes_every_catalog_table(tmp_path: Path) -> None:
     assert len(tables) >= 15
     assert [t for t in tables if f"`{t}`" not in guide] == []
     assert [f"{t}.{c}" for t, c in columns if f"`{c}`" not in guide] == []
+
+
+def test_the_web_guide_documents_every_page() -> None:
+    """Every route of `hubindex serve` (its JSON form included) is a row of docs/web.md's table."""
+    from hubindex.web.app import registered_routes
+
+    guide = (DOCS / "web.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\| `([^`]+)`", guide, flags=re.M))
+    # `/checkpoints/{checkpoint_id:path}` is documented as `/checkpoints/<id>`; `X.json` with X.
+    shapes = {re.sub(r"<[^>]+>", "<>", route) for route in documented}
+    paths = {route.path for route in registered_routes()}
+    assert len(paths) > 10
+    missing = [path for path in sorted(paths)
+               if re.sub(r"\{[^}]+\}", "<>", path.removesuffix(".json")).replace("/index", "/") not in shapes]
+    assert not missing, f"docs/web.md has no row for {missing}"

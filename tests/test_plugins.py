@@ -95,7 +95,7 @@ class ToyPlugin:
 def test_hookspecs_are_the_documented_set() -> None:
     assert HOOK_NAMES == [
         "prepare_catalog", "register_commands", "register_corpora", "register_crawlers",
-        "register_executors", "register_metrics", "register_probes", "register_queries",
+        "register_executors", "register_metrics", "register_probes", "register_queries", "register_web_pages",
     ]
     for name in HOOK_NAMES:
         assert getattr(hookspecs, name).__doc__, f"hook {name} needs a docstring"
@@ -235,6 +235,59 @@ def test_prepare_catalog_runs_on_every_connection(register_plugin: Any, index: A
         assert catalog.conn.execute("SELECT answer FROM toy_view").fetchone() == (42,)
     result = hubindex("sql", "SELECT answer FROM toy_view", "--format", "csv")
     assert result.stdout.splitlines() == ["answer", "42"]
+
+
+def test_register_web_pages_adds_a_page_and_refuses_write_routes(register_plugin: Any, index: Any) -> None:
+    import threading
+    import urllib.request
+
+    import uvicorn
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from hubindex.web.app import create_app
+    from hubindex.web.params import only
+    from hubindex.web.render import json_response
+    from hubindex.web.serving import ServeSettings, reading
+
+    def answer(request: Request) -> Response:
+        only(request)
+        with reading(request) as catalog:
+            return json_response({"checkpoints": catalog.conn.execute("SELECT count(*) FROM checkpoints").fetchone()[0]})
+
+    class Pages:
+        @hookimpl
+        def register_web_pages(self, register: Any) -> None:
+            register(Route("/toy-count", answer, methods=["GET"]))
+
+    with index.open_catalog():  # a catalog to serve
+        pass
+    register_plugin(Pages(), "pages-plugin")
+    server = uvicorn.Server(uvicorn.Config(create_app(ServeSettings(index.root)), host="127.0.0.1", port=0,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            thread.join(0.05)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/toy-count?") as response:
+            assert json.loads(response.read()) == {"checkpoints": 0}
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/checkpoints.json") as response:  # built-ins too
+            assert json.loads(response.read())["total"] == 0
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+    class Writer:
+        @hookimpl
+        def register_web_pages(self, register: Any) -> None:
+            register(Route("/toy-delete", answer, methods=["POST"]))
+
+    register_plugin(Writer(), "writer-plugin")
+    with pytest.raises(TypeError, match="writer-plugin.*GET routes only"):
+        create_app(ServeSettings(index.root))
 
 
 def test_crawl_run_of_plugin_through_pipeline(register_plugin: Any, index: Any) -> None:

@@ -15,6 +15,7 @@ import hubindex.cli.relate_commands  # noqa: F401
 import hubindex.cli.task_commands  # noqa: F401
 import hubindex.cli.select_commands  # noqa: F401
 import hubindex.cli.nightly_command  # noqa: F401
+import hubindex.cli.serve_command  # noqa: F401
 # isort: on
 from hubindex.cli.collect_commands import crawl_group
 from hubindex.cli.root import cli, main
