@@ -22,13 +22,13 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from hubindex.errors import CatalogBusyError, HubindexError, QueryError, UsageError
 from hubindex.plugins import pm
-from hubindex.web.params import BadParameter, NotFound
+from hubindex.web.params import BadParameter, NotFound, Redirect
 from hubindex.web.reader import RequestTimeout, SharedReader
 from hubindex.web.serving import ServeSettings
 from hubindex.web.render import respond
@@ -78,6 +78,8 @@ def error_page(request: Request, exc: BaseException) -> Response:
 
 
 async def _errors(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, Redirect):
+        return RedirectResponse(exc.url, status_code=301)
     return error_page(request, exc)
 
 
@@ -135,7 +137,8 @@ def create_app(settings: ServeSettings) -> Starlette:
     if settings.host in LOOPBACK_HOSTS:
         middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=list(LOOPBACK_HOSTS)))
     app = Starlette(routes=routes, middleware=middleware,
-                    exception_handlers={Exception: _errors, HTTPException: _errors, HubindexError: _errors})
+                    exception_handlers={Exception: _errors, HTTPException: _errors, HubindexError: _errors,
+                                        Redirect: _errors})
     app.state.settings = settings
     app.state.reader = SharedReader(settings.catalog_path)
     if not log.handlers:

@@ -6,15 +6,15 @@ import math
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from hubindex.cards import checkpoint_card, resolve_checkpoint
 from hubindex.errors import UsageError
 from hubindex.web.serving import reading
-from hubindex.web.params import BadParameter, NotFound, choice, integer, only, path_name, text
+from hubindex.web.params import BadParameter, NotFound, Redirect, choice, integer, only, path_name, text
 from hubindex.web.reader import rows
-from hubindex.web.render import checkpoint_url, respond, strip_json_suffix, wants_json, with_query
+from hubindex.web.render import checkpoint_url, lineage_url, respond, strip_json_suffix, wants_json, with_query
 
 # Facet parameter -> catalog column. A facet value "(none)" selects the rows where it is not known.
 FACETS = {"source": "source", "library": "library_name", "pipeline": "pipeline_tag", "license": "license",
@@ -152,38 +152,34 @@ def _facet_value(name: str, value: str, count: int, state: dict[str, Any]) -> di
 # ------------------------------------------------------------------------------------ one checkpoint
 
 
-def _exact_checkpoint(request: Request, catalog: Any, name: str) -> str | Response:
-    """The checkpoint the URL names; a redirect to its canonical URL for a repo id, else 404 with close ids."""
-    found = catalog.conn.execute("SELECT 1 FROM checkpoints WHERE checkpoint_id = ?", [name]).fetchone()
-    if found:
+def _checkpoint_named(request: Request, catalog: Any) -> str:
+    """The checkpoint the URL path names. An empty name is the list, a repo id or a name without
+    `hf:` its canonical URL (Redirect, 301); an unknown one a 404 with close ids."""
+    raw = strip_json_suffix(request.path_params["checkpoint_id"])
+    as_json = ".json" if request.url.path.endswith(".json") else ""
+    if not raw:
+        raise Redirect(f"/checkpoints{as_json}")
+    name = path_name("checkpoint", raw)
+    if catalog.conn.execute("SELECT 1 FROM checkpoints WHERE checkpoint_id = ?", [name]).fetchone():
         return name
     try:
         resolved = resolve_checkpoint(catalog, name)
     except UsageError as exc:
         hint = str(exc).split("; `hubindex sql", 1)[0]
         raise NotFound(f"{hint}; search the list at /checkpoints?q=...") from None
-    suffix = ".json" if wants_json(request) and request.url.path.endswith(".json") else ""
-    return RedirectResponse(checkpoint_url(resolved) + suffix, status_code=301)
+    raise Redirect(_canonical(request, resolved, as_json))
 
 
-def _named(request: Request) -> str | Response:
-    """The checkpoint id the path names; an empty one is the list (a redirect)."""
-    raw = strip_json_suffix(request.path_params["checkpoint_id"])
-    if not raw:
-        return RedirectResponse("/checkpoints.json" if request.url.path.endswith(".json") else "/checkpoints",
-                                status_code=301)
-    return path_name("checkpoint", raw)
+def _canonical(request: Request, checkpoint_id: str, as_json: str) -> str:
+    """The page's own URL for checkpoint_id (the lineage page stays a lineage page)."""
+    page = lineage_url if request.url.path.startswith("/lineage/") else checkpoint_url
+    return page(checkpoint_id) + as_json
 
 
 def checkpoint_page(request: Request) -> Response:
     only(request)
-    name = _named(request)
-    if isinstance(name, Response):
-        return name
     with reading(request) as catalog:
-        found = _exact_checkpoint(request, catalog, name)
-        if isinstance(found, Response):
-            return found
+        found = _checkpoint_named(request, catalog)
         card = checkpoint_card(catalog, found, exact=True)
         hub_url = catalog.conn.execute("SELECT hub_url(?)", [found]).fetchone()[0]
         card["hub_url"] = hub_url if hub_url and hub_url.startswith("https://") else None
@@ -200,13 +196,8 @@ def lineage_page(request: Request) -> Response:
 
     only(request, "nodes")
     nodes = integer("nodes", request.query_params.get("nodes"), 200, 2, LINEAGE_NODES_MAX)
-    name = _named(request)
-    if isinstance(name, Response):
-        return name
     with reading(request) as catalog:
-        found = _exact_checkpoint(request, catalog, name)
-        if isinstance(found, Response):
-            return found
+        found = _checkpoint_named(request, catalog)
         if not has_lineage(catalog):
             raise NotFound("this catalog predates lineage; open it once with a current hubindex to upgrade it")
         drawn = family(catalog, found, limit=nodes)

@@ -29,6 +29,14 @@ class NotFound(HubindexError):
     status = 404
 
 
+class Redirect(Exception):
+    """The page lives at another URL (HTTP 301): a non-canonical name of a checkpoint, corpus or list."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.url = url
+
+
 def only(request: Request, *allowed: str) -> None:
     """Refuse query parameters this page does not take, and repeated ones."""
     for name in request.query_params.keys():
