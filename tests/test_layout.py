@@ -109,3 +109,18 @@ def test_no_module_is_over_the_reading_size() -> None:
     long = {name: n for name, path in package_modules().items()
             if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES}
     assert long == {}, f"split these by concern: {long}"
+
+
+def test_every_package_and_its_data_ship_in_the_wheel() -> None:
+    """pyproject lists every hubindex package (setuptools installs only those) and the web assets."""
+    import tomllib
+
+    repo = Path(__file__).resolve().parent.parent
+    setup = tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["setuptools"]
+    packages = {".".join(p.relative_to(repo).parent.parts) for p in (repo / "hubindex").rglob("__init__.py")}
+    assert {"hubindex", "hubindex.cli", "hubindex.web"} <= packages
+    assert packages | {"hubindex_plugins"} == set(setup["packages"])
+    shipped = setup["package-data"]["hubindex.web"]
+    assets = [p.relative_to(repo / "hubindex" / "web") for p in (repo / "hubindex" / "web").rglob("*")
+              if p.is_file() and p.parent.name in ("templates", "static")]
+    assert assets and all(any(a.match(pattern) for pattern in shipped) for a in assets)
