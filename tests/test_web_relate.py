@@ -182,7 +182,12 @@ def test_corpus_page_html_links_picks_and_loads_only_its_script(web_server: WebS
     html = get_html(f"{web_server.url}/corpora/{spec}")
     page = get_json(f"{web_server.url}/corpora/{spec}.json")
     assert f'data-json="/corpora/{spec}.json"' in html
-    assert re.findall(r"<script[^>]*>", html) == ['<script src="/static/heatmap.js" defer>']
+    # One script, the server's; the heatmap's data rides in a JSON block (not executed), equal to the
+    # page's JSON form, with every "<" escaped so that no id can close the block.
+    assert re.findall(r"<script[^>]*>", html) == ['<script type="application/json" id="heatmap-data">',
+                                                  '<script src="/static/heatmap.js" defer>']
+    block = html.split('<script type="application/json" id="heatmap-data">', 1)[1].split("</script>", 1)[0]
+    assert "<" not in block and json.loads(block) == page
     assert 'id="kappa-matrix"' in html  # the table without JavaScript (few checkpoints: the matrix)
     for pick in page["selections"][0]["picks"]:
         if "<" not in pick["checkpoint_id"]:

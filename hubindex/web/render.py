@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import jinja2
+import markupsafe
 import numpy as np
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -143,6 +144,16 @@ def cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def script_json(value: Any) -> markupsafe.Markup:
+    """Data for a `<script type="application/json">` block: JSON whose `<`, `>`, `&` and line
+    separators are escaped, so no text of the catalog can close the block or start markup."""
+    text = json.dumps(plain(value), ensure_ascii=False, allow_nan=False)
+    for raw, escaped in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e"),
+                         ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(raw, escaped)
+    return markupsafe.Markup(text)
+
+
 environment.globals.update(checkpoint_url=checkpoint_url, lineage_url=lineage_url, corpus_url=corpus_url,
                            task_url=task_url, with_query=with_query)
-environment.filters.update(number=number, when=when, cell=cell)
+environment.filters.update(number=number, when=when, cell=cell, script_json=script_json)

@@ -1,7 +1,7 @@
 /* hubindex web explorer: the kappa heatmap of a corpus page.
  *
- * Reads the page's own JSON (the URL in #heatmap's data-json), then draws one SVG: the ward
- * dendrogram on top (scipy's segments, as `hubindex plot kappa` draws them), the cells below
+ * Reads the page's data (its #heatmap-data JSON block, else the URL in #heatmap's data-json), then
+ * draws one SVG: the ward dendrogram on top (scipy's segments, as `hubindex plot kappa` draws them), the cells below
  * (painted on a canvas, placed in the SVG as an image: 300^2 SVG rectangles would be slow), row
  * and column labels, a viridis legend, and outlines for the newest MMI selection. Hover shows a
  * cell's value, a click opens the column's checkpoint. Catalog text (checkpoint ids) only ever
@@ -271,13 +271,19 @@
     if (status) {
       status.textContent = "Loading the heatmap...";
     }
-    fetch(container.getAttribute("data-json"), {headers: {Accept: "application/json"}})
-      .then(function (response) {
-        if (!response.ok) {
-          throw new Error("the page's JSON answered " + response.status);
-        }
-        return response.json();
-      })
+    // The page carries its data in a JSON block (no second request, no second computation of the
+    // matrix); the page's JSON URL is the fallback.
+    var embedded = document.getElementById("heatmap-data");
+    var loaded = embedded
+      ? Promise.resolve().then(function () { return JSON.parse(embedded.textContent); })
+      : fetch(container.getAttribute("data-json"), {headers: {Accept: "application/json"}})
+        .then(function (response) {
+          if (!response.ok) {
+            throw new Error("the page's JSON answered " + response.status);
+          }
+          return response.json();
+        });
+    loaded
       .then(function (data) {
         var heatmap = new Heatmap(container, data);
         heatmap.draw();
