@@ -356,7 +356,7 @@ def synthetic_catalog(folder: Path) -> None:
         catalog.conn.execute(
             "INSERT INTO embeddings SELECT checkpoint_id, 'sha-' || checkpoint_id, 'syn', repeat(h, 64), 'last', "
             "'mean', 'float32', 'test', '1', n, n, 8, 'none', 'none', NULL, now()::TIMESTAMP "
-            f"FROM (SELECT checkpoint_id, 'a' AS h, 50 AS n FROM checkpoints UNION ALL "
+            "FROM (SELECT checkpoint_id, 'a' AS h, 50 AS n FROM checkpoints UNION ALL "
             "SELECT checkpoint_id, 'b', 40 FROM checkpoints WHERE checkpoint_id < 'local:syn/ck0002')")
         catalog.conn.execute(
             "INSERT INTO kappa SELECT 'syn', repeat('a', 64), true, a.checkpoint_id, b.checkpoint_id, "
