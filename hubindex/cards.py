@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from hubindex.catalog import Catalog
+from hubindex.catalog import Catalog, fetch_dicts
 from hubindex.errors import UsageError
 
 # Neighbours shown per probed corpus.
@@ -29,12 +29,6 @@ METADATA_COLUMNS = (
     "crawled_at", "private", "gated", "gated_mode", "disabled", "hf_hub_id", "local_path",
 )
 SIZE_COLUMNS = ("params_total", "params_by_dtype")
-
-
-def _rows(catalog: Catalog, sql: str, params: list[Any]) -> list[dict[str, Any]]:
-    cursor = catalog.conn.execute(sql, params)
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row)) for row in cursor.fetchall()]
 
 
 def resolve_checkpoint(catalog: Catalog, name: str) -> str:
@@ -67,7 +61,7 @@ def checkpoint_card(catalog: Catalog, name: str, exact: bool = False) -> dict[st
     With exact, `name` is a checkpoint_id known to be in the catalog (no resolving: a scan saved).
     """
     checkpoint_id = name if exact else resolve_checkpoint(catalog, name)
-    (row,) = _rows(catalog, "SELECT * FROM checkpoints WHERE checkpoint_id = ?", [checkpoint_id])
+    (row,) = fetch_dicts(catalog.conn, "SELECT * FROM checkpoints WHERE checkpoint_id = ?", [checkpoint_id])
     probed = _probed(catalog, checkpoint_id)
     return {
         "checkpoint_id": checkpoint_id,
@@ -78,10 +72,10 @@ def checkpoint_card(catalog: Catalog, name: str, exact: bool = False) -> dict[st
         "lineage": _lineage(catalog, checkpoint_id),
         "probed": probed,
         "neighbors": _neighbors(catalog, checkpoint_id, probed),
-        "task_scores": _rows(catalog, "SELECT task, metric, value, higher_is_better, metric_version, reference_task, "
+        "task_scores": fetch_dicts(catalog.conn, "SELECT task, metric, value, higher_is_better, metric_version, reference_task, "
                                       "computed_at FROM task_scores WHERE checkpoint_id = ? ORDER BY task, metric",
                              [checkpoint_id]),
-        "open_failures": _rows(catalog, "SELECT stage, kind, message, occurred_at, run_id FROM failures "
+        "open_failures": fetch_dicts(catalog.conn, "SELECT stage, kind, message, occurred_at, run_id FROM failures "
                                         "WHERE resolved_at IS NULL AND subject IN (?, ?, ?) ORDER BY occurred_at, "
                                         "failure_id", [checkpoint_id, row.get("repo_id") or checkpoint_id,
                                                        row.get("local_path") or checkpoint_id]),
@@ -119,7 +113,7 @@ def _lineage(catalog: Catalog, checkpoint_id: str) -> dict[str, Any]:
 
 def _probed(catalog: Catalog, checkpoint_id: str) -> list[dict[str, Any]]:
     """Its newest stored features per corpus version (corpus hash) and layer."""
-    return _rows(catalog, """
+    return fetch_dicts(catalog.conn, """
         SELECT corpus, corpus_hash, layer, pooling, probe, n_items, n_kept, dim, checkpoint_sha,
                created_at AS probed_at
         FROM (SELECT *, row_number() OVER (PARTITION BY corpus_hash, layer ORDER BY created_at DESC) AS newest
@@ -136,7 +130,7 @@ def _neighbors(catalog: Catalog, checkpoint_id: str, probed: list[dict[str, Any]
         if key in seen:
             continue
         seen.add(key)
-        found = _rows(catalog, """
+        found = fetch_dicts(catalog.conn, """
             SELECT other AS checkpoint_id, value AS kappa, n_items FROM (
                 SELECT CASE WHEN checkpoint_a = $id THEN checkpoint_b ELSE checkpoint_a END AS other, value, n_items,
                        row_number() OVER (PARTITION BY other ORDER BY computed_at DESC) AS newest

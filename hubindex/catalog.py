@@ -391,6 +391,13 @@ class Catalog:
         )
 
 
+def fetch_dicts(conn: duckdb.DuckDBPyConnection, sql: str, params: Any = None) -> list[dict[str, Any]]:
+    """The rows of one statement as {column: value} dicts."""
+    cursor = conn.execute(sql, params) if params is not None else conn.execute(sql)
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
 def snapshot_path(catalog_path: Path) -> Path:
     """Where the read snapshot of a catalog lives."""
     return Path(catalog_path).with_name(SNAPSHOT_FILENAME)

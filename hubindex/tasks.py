@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from hubindex.catalog import Catalog, utcnow
+from hubindex.catalog import Catalog, fetch_dicts, utcnow
 from hubindex.csv_input import read_csv_rows
 from hubindex.errors import HubindexError, UsageError
 from hubindex.images import open_image
@@ -421,9 +421,7 @@ def _task_row(catalog: Catalog, name: str) -> dict[str, Any] | None:
 
 def task_rows(catalog: Catalog) -> list[dict[str, Any]]:
     """Every task row, by name."""
-    cur = catalog.conn.execute("SELECT * FROM tasks ORDER BY task")
-    names = [d[0] for d in cur.description]
-    return [dict(zip(names, row)) for row in cur.fetchall()]
+    return fetch_dicts(catalog.conn, "SELECT * FROM tasks ORDER BY task")
 
 
 def remove_task(index: Index, name: str) -> int:

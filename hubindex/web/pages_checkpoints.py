@@ -10,11 +10,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from hubindex.cards import checkpoint_card, resolve_checkpoint
+from hubindex.catalog import fetch_dicts
 from hubindex.errors import UsageError
 from hubindex.web.serving import reading
-from hubindex.web.params import BadParameter, NotFound, Redirect, choice, integer, only, path_name, text
-from hubindex.web.reader import rows
-from hubindex.web.render import checkpoint_url, lineage_url, respond, strip_json_suffix, wants_json, with_query
+from hubindex.web.params import BadParameter, NotFound, Redirect, choice, integer, named_in_path, only, text
+from hubindex.web.render import checkpoint_url, lineage_url, respond, wants_json, with_query
 
 # Facet parameter -> catalog column. A facet value "(none)" selects the rows where it is not known.
 FACETS = {"source": "source", "library": "library_name", "pipeline": "pipeline_tag", "license": "license",
@@ -47,7 +47,7 @@ def overview(request: Request) -> Response:
     with reading(request) as catalog:
         data = {
             "checkpoints": catalog.conn.execute("SELECT count(*) FROM checkpoints").fetchone()[0],
-            "by_source": rows(catalog, "SELECT source, count(*) AS checkpoints FROM checkpoints "
+            "by_source": fetch_dicts(catalog.conn, "SELECT source, count(*) AS checkpoints FROM checkpoints "
                                        "GROUP BY source ORDER BY checkpoints DESC, source"),
             "corpora": catalog.conn.execute("SELECT count(DISTINCT corpus_hash) FROM embeddings").fetchone()[0],
             "probed_checkpoints": catalog.conn.execute(
@@ -57,9 +57,9 @@ def overview(request: Request) -> Response:
             "lineage_edges": catalog.conn.execute("SELECT count(*) FROM lineage").fetchone()[0],
             "open_failures": catalog.conn.execute(
                 "SELECT count(*) FROM failures WHERE resolved_at IS NULL").fetchone()[0],
-            "last_nightly": (rows(catalog, "SELECT run_id, status, started_at, finished_at FROM nightly_runs "
+            "last_nightly": (fetch_dicts(catalog.conn, "SELECT run_id, status, started_at, finished_at FROM nightly_runs "
                                            "ORDER BY run_id DESC LIMIT 1") or [None])[0],
-            "last_crawl": (rows(catalog, "SELECT run_id, crawler, status, started_at, finished_at FROM crawl_runs "
+            "last_crawl": (fetch_dicts(catalog.conn, "SELECT run_id, crawler, status, started_at, finished_at FROM crawl_runs "
                                          "ORDER BY run_id DESC LIMIT 1") or [None])[0],
         }
     return respond(request, "overview.html", data)
@@ -113,7 +113,7 @@ def checkpoint_list(request: Request) -> Response:
         if page > pages:
             raise BadParameter(f"parameter 'page' is {page:,}; this list has {pages:,} page{'s' * (pages != 1)} "
                                f"of {per_page} ({total:,} checkpoints)")
-        listed = rows(catalog, f"SELECT {', '.join(LIST_COLUMNS)} FROM {source} WHERE {where} "
+        listed = fetch_dicts(catalog.conn, f"SELECT {', '.join(LIST_COLUMNS)} FROM {source} WHERE {where} "
                                f"ORDER BY {SORTS[sort]} {order.upper()} NULLS LAST, checkpoint_id "
                                f"LIMIT {per_page} OFFSET {(page - 1) * per_page}", params)
         facets = {}
@@ -155,11 +155,8 @@ def _facet_value(name: str, value: str, count: int, state: dict[str, Any]) -> di
 def _checkpoint_named(request: Request, catalog: Any) -> str:
     """The checkpoint the URL path names. An empty name is the list, a repo id or a name without
     `hf:` its canonical URL (Redirect, 301); an unknown one a 404 with close ids."""
-    raw = strip_json_suffix(request.path_params["checkpoint_id"])
+    name = named_in_path(request, "checkpoint_id", "checkpoint", "/checkpoints")
     as_json = ".json" if request.url.path.endswith(".json") else ""
-    if not raw:
-        raise Redirect(f"/checkpoints{as_json}")
-    name = path_name("checkpoint", raw)
     if catalog.conn.execute("SELECT 1 FROM checkpoints WHERE checkpoint_id = ?", [name]).fetchone():
         return name
     try:

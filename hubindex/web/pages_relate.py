@@ -9,15 +9,15 @@ from typing import Any
 
 import numpy as np
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from hubindex.corpus_versions import SHOWN_HASH, CorpusVersion, UnknownCorpus, corpus_versions, resolve_corpus
+from hubindex.catalog import fetch_dicts
 from hubindex.errors import UsageError
 from hubindex.web.pages_checkpoints import page_routes
-from hubindex.web.params import BadParameter, NotFound, choice, integer, only, path_name
-from hubindex.web.reader import rows
-from hubindex.web.render import corpus_url, respond, strip_json_suffix, task_url, with_query
+from hubindex.web.params import BadParameter, NotFound, Redirect, choice, integer, named_in_path, only
+from hubindex.web.render import corpus_url, respond, task_url, with_query
 from hubindex.web.serving import reading
 
 # The heatmap holds at most this many checkpoints (the most downloaded): a browser draws 300^2
@@ -136,12 +136,12 @@ def selections_where(catalog: Any, condition: str, params: list[Any]) -> tuple[l
     """The stored selections matching `condition` (newest first, at most SELECTIONS_SHOWN), each with
     its picks in rank order; and how many match in all."""
     total = catalog.conn.execute(f"SELECT count(*) FROM selections WHERE {condition}", params).fetchone()[0]
-    found = rows(catalog, f"SELECT * FROM selections WHERE {condition} "
+    found = fetch_dicts(catalog.conn, f"SELECT * FROM selections WHERE {condition} "
                           f"ORDER BY created_at DESC, selection_id DESC LIMIT {SELECTIONS_SHOWN}", params)
     if not found:
         return [], int(total)
     picks: dict[int, list[dict[str, Any]]] = {s["selection_id"]: [] for s in found}
-    for pick in rows(catalog, "SELECT selection_id, rank, checkpoint_id, value, mi_nats, reason FROM selection_items "
+    for pick in fetch_dicts(catalog.conn, "SELECT selection_id, rank, checkpoint_id, value, mi_nats, reason FROM selection_items "
                               "WHERE list_contains(?, selection_id) ORDER BY selection_id, rank",
                      [list(picks)]):
         picks[pick.pop("selection_id")].append(pick)
@@ -150,14 +150,12 @@ def selections_where(catalog: Any, condition: str, params: list[Any]) -> tuple[l
 
 def corpus_page(request: Request) -> Response:
     only(request)
-    if not request.path_params["corpus"]:
-        return RedirectResponse("/corpora", status_code=301)
-    spec = path_name("corpus", strip_json_suffix(request.path_params["corpus"]))
+    spec = named_in_path(request, "corpus", "corpus", "/corpora")
     with reading(request) as catalog:
         version = find_version(catalog, spec)
         if spec != stable_spec(version):  # one URL per content: NAME@ITEMS and bare names move there
             suffix = ".json" if request.url.path.endswith(".json") else ""
-            return RedirectResponse(corpus_url(stable_spec(version)) + suffix, status_code=301)
+            raise Redirect(corpus_url(stable_spec(version)) + suffix)
         heatmap = heatmap_data(catalog, version)
         selections, total = selections_where(catalog, "strategy = 'mmi' AND corpus_hash = ?",
                                              [version.content_hash])
@@ -182,7 +180,7 @@ TASK_LIST = ("SELECT t.task, t.modality, t.target, t.n_examples, t.n_train, t.n_
 def tasks_page(request: Request) -> Response:
     only(request)
     with reading(request) as catalog:
-        listed = rows(catalog, TASK_LIST)
+        listed = fetch_dicts(catalog.conn, TASK_LIST)
     for task in listed:
         task["url"] = task_url(task["task"])
     return respond(request, "tasks.html", {"tasks": listed, "total": len(listed)})
@@ -190,7 +188,7 @@ def tasks_page(request: Request) -> Response:
 
 def _task_row(catalog: Any, name: str) -> dict[str, Any]:
     """The task's row; 404 naming the close task names when there is none."""
-    found = rows(catalog, "SELECT * FROM tasks WHERE task = ?", [name])
+    found = fetch_dicts(catalog.conn, "SELECT * FROM tasks WHERE task = ?", [name])
     if found:
         return found[0]
     names = [r[0] for r in catalog.conn.execute("SELECT task FROM tasks ORDER BY task").fetchall()]
@@ -203,7 +201,7 @@ def _task_row(catalog: Any, name: str) -> dict[str, Any]:
 
 def _task_metrics(catalog: Any, task: str) -> list[dict[str, Any]]:
     """The metrics scored on the task: direction, versions and how many checkpoints each covers."""
-    return rows(catalog, "SELECT metric, bool_and(higher_is_better) AS higher_is_better, "
+    return fetch_dicts(catalog.conn, "SELECT metric, bool_and(higher_is_better) AS higher_is_better, "
                          "string_agg(DISTINCT metric_version, ', ' ORDER BY metric_version) AS metric_version, "
                          "count(*) AS checkpoints, max(computed_at) AS computed_at "
                          "FROM task_scores WHERE task = ? GROUP BY metric ORDER BY metric", [task])
@@ -257,9 +255,7 @@ def _sort_links(task: str, metrics: list[dict[str, Any]], metric: str | None, or
 
 def task_page(request: Request) -> Response:
     only(request, "metric", "order", "limit")
-    if not request.path_params["task"]:
-        return RedirectResponse("/tasks", status_code=301)
-    name = path_name("task", strip_json_suffix(request.path_params["task"]))
+    name = named_in_path(request, "task", "task", "/tasks")
     limit = integer("limit", request.query_params.get("limit"), SCORE_ROWS, 1, SCORE_ROWS_MAX)
     with reading(request) as catalog:
         task = _task_row(catalog, name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 from typing import Any
 
@@ -13,13 +14,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from hubindex.catalog import fetch_dicts
 from hubindex.errors import QueryTimeout
 from hubindex.user_sql import check_read_statement, decode_json_columns, query_errors
 from hubindex.web.serving import reading, settings_of
 from hubindex.web.pages_checkpoints import page_routes
-from hubindex.web.params import SQL_MAX, BadParameter, NotFound, choice, integer, only, text
-from hubindex.web.reader import rows
-from hubindex.web.render import respond, strip_json_suffix, with_query
+from hubindex.web.params import SQL_MAX, BadParameter, NotFound, choice, integer, only, strip_json_suffix, text
+from hubindex.web.render import respond, with_query
 
 RUNS_SHOWN = 50
 FAILURES_PER_PAGE = 50
@@ -40,13 +41,13 @@ def runs_page(request: Request) -> Response:
     only(request, "limit")
     limit = integer("limit", request.query_params.get("limit"), RUNS_SHOWN, 1, 1000)
     with reading(request) as catalog:
-        nightly = rows(catalog, f"""
+        nightly = fetch_dicts(catalog.conn, f"""
             SELECT r.run_id, r.status, r.started_at, r.finished_at, r.host, r.config_source, r.error,
                    (SELECT count(*) FROM failures f WHERE f.nightly_run_id = r.run_id) AS failures,
                    (SELECT list({{'stage': s.stage, 'status': s.status, 'seconds': s.seconds}} ORDER BY s.started_at)
                     FROM nightly_stages s WHERE s.run_id = r.run_id) AS stages
             FROM nightly_runs r ORDER BY r.run_id DESC LIMIT {limit}""")
-        crawls = rows(catalog, f"""
+        crawls = fetch_dicts(catalog.conn, f"""
             SELECT run_id, crawler, status, started_at, finished_at, seen, added, changed, unchanged, failed, error
             FROM crawl_runs ORDER BY run_id DESC LIMIT {limit}""")
     return respond(request, "runs.html", {"limit": limit, "nightly_runs": nightly, "crawl_runs": crawls})
@@ -57,12 +58,12 @@ def nightly_run_page(request: Request) -> Response:
     raw = strip_json_suffix(request.path_params["run_id"])
     run_id = integer("run_id", raw, 0, 1, 2**62)
     with reading(request) as catalog:
-        found = rows(catalog, "SELECT * FROM nightly_runs WHERE run_id = ?", [run_id])
+        found = fetch_dicts(catalog.conn, "SELECT * FROM nightly_runs WHERE run_id = ?", [run_id])
         if not found:
             raise NotFound(f"no nightly run {run_id}; the runs are listed at /runs")
-        stages = rows(catalog, "SELECT stage, status, started_at, seconds, added, changed, unchanged, failed, details "
+        stages = fetch_dicts(catalog.conn, "SELECT stage, status, started_at, seconds, added, changed, unchanged, failed, details "
                                "FROM nightly_stages WHERE run_id = ? ORDER BY started_at", [run_id])
-        failures = rows(catalog, "SELECT failure_id, stage, subject, kind, message, occurred_at, resolved_at "
+        failures = fetch_dicts(catalog.conn, "SELECT failure_id, stage, subject, kind, message, occurred_at, resolved_at "
                                  "FROM failures WHERE nightly_run_id = ? ORDER BY occurred_at, failure_id", [run_id])
     for stage in stages:
         stage["details"] = _json_value(stage["details"])
@@ -101,11 +102,11 @@ def failures_page(request: Request) -> Response:
         pages = max(1, math.ceil(total / FAILURES_PER_PAGE))
         if page > pages:
             raise BadParameter(f"parameter 'page' is {page:,}; these failures fill {pages:,} page{'s' * (pages != 1)}")
-        listed = rows(catalog, f"SELECT failure_id, run_id, nightly_run_id, stage, subject, kind, message, "
+        listed = fetch_dicts(catalog.conn, f"SELECT failure_id, run_id, nightly_run_id, stage, subject, kind, message, "
                                f"occurred_at, resolved_at FROM failures WHERE {condition} "
                                f"ORDER BY occurred_at DESC, failure_id DESC "
                                f"LIMIT {FAILURES_PER_PAGE} OFFSET {(page - 1) * FAILURES_PER_PAGE}", params)
-        counts = rows(catalog, f"SELECT stage, kind, count(*) AS failures FROM failures "
+        counts = fetch_dicts(catalog.conn, f"SELECT stage, kind, count(*) AS failures FROM failures "
                                f"WHERE {FAILURE_STATES[state]} GROUP BY stage, kind ORDER BY failures DESC, stage, kind")
     for count in counts:
         count["href"] = with_query("/failures", state=state if state != "open" else None, stage=count["stage"],
@@ -129,7 +130,7 @@ def sql_page(request: Request) -> Response:
     data: dict[str, Any] = {"sql": sql, "row_cap": settings.sql_row_cap, "timeout_s": settings.sql_timeout_s,
                             "examples": list(SQL_EXAMPLES)}
     with reading(request) as catalog:
-        data["tables"] = rows(catalog, "SELECT table_name AS name, list(column_name ORDER BY ordinal_position) AS columns "
+        data["tables"] = fetch_dicts(catalog.conn, "SELECT table_name AS name, list(column_name ORDER BY ordinal_position) AS columns "
                                        "FROM information_schema.columns WHERE table_schema = 'main' "
                                        "GROUP BY table_name ORDER BY table_name")
         if sql is not None:
@@ -140,8 +141,6 @@ def sql_page(request: Request) -> Response:
 def _run_query(conn: duckdb.DuckDBPyConnection, sql: str, row_cap: int, timeout_s: float) -> dict[str, Any]:
     """One user SELECT on the request's fenced connection: the statement checked as `hubindex sql`
     checks it, stopped at timeout_s, at most row_cap rows read."""
-    import threading
-
     check_read_statement(conn, sql)
     timer = threading.Timer(timeout_s, conn.interrupt)
     timer.daemon = True

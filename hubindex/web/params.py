@@ -14,6 +14,7 @@ from hubindex.errors import HubindexError
 # Longest text a parameter may carry (a checkpoint id, a search box, a facet value), and the SQL page's query.
 TEXT_MAX = 300
 SQL_MAX = 20_000
+JSON_SUFFIX = ".json"  # a page's JSON form: its URL with this added to the path
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -77,6 +78,20 @@ def integer(name: str, value: str | None, default: int, low: int, high: int) -> 
     if not low <= number <= high:
         raise BadParameter(f"parameter {name!r} is {number:,}; it takes a whole number from {low} to {high:,}")
     return number
+
+
+def strip_json_suffix(value: str) -> str:
+    """A path parameter without the `.json` that asks for the JSON form."""
+    return value[: -len(JSON_SUFFIX)] if value.endswith(JSON_SUFFIX) else value
+
+
+def named_in_path(request: Request, key: str, kind: str, list_path: str) -> str:
+    """The name in the path parameter `key` (its `.json` form too), checked by path_name; an empty
+    one is the list of such things (a Redirect to list_path, keeping the JSON form)."""
+    name = strip_json_suffix(request.path_params[key])
+    if not name:
+        raise Redirect(list_path + (JSON_SUFFIX if request.url.path.endswith(JSON_SUFFIX) else ""))
+    return path_name(kind, name)
 
 
 def path_name(kind: str, value: str) -> str:

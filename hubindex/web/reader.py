@@ -25,7 +25,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import duckdb
 
@@ -224,10 +223,3 @@ def _check_schema(conn: duckdb.DuckDBPyConnection, path: Path) -> None:
     if version > LATEST_VERSION:
         raise HubindexError(f"catalog {path} has schema version {version}, newer than this hubindex understands "
                             f"({LATEST_VERSION}); upgrade hubindex")
-
-
-def rows(catalog: Any, sql: str, params: Any = None) -> list[dict[str, Any]]:
-    """The rows of one statement as dicts."""
-    cursor = catalog.conn.execute(sql, params) if params is not None else catalog.conn.execute(sql)
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row)) for row in cursor.fetchall()]

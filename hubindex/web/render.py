@@ -18,9 +18,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from hubindex import __version__
+from hubindex.web.params import JSON_SUFFIX
 
 TEMPLATES = Path(__file__).parent / "templates"
-JSON_SUFFIX = ".json"
 
 environment = jinja2.Environment(
     loader=jinja2.FileSystemLoader(TEMPLATES),
@@ -82,11 +82,6 @@ def json_url(request: Request) -> str:
     path = request.url.path.rstrip("/") or "/index"
     query = f"?{request.url.query}" if request.url.query else ""
     return f"{path}{JSON_SUFFIX}{query}"
-
-
-def strip_json_suffix(value: str) -> str:
-    """A path parameter without the `.json` that asks for the JSON form."""
-    return value[: -len(JSON_SUFFIX)] if value.endswith(JSON_SUFFIX) else value
 
 
 # ------------------------------------------------------------------ links (stable URLs) and formats
